@@ -1,0 +1,12 @@
+"""Test-wide setup: 8 fake CPU devices so multi-device code is exercised on CPU.
+
+The flag must be set before jax is first imported, which is why it lives here.
+Set JAX_PLATFORMS yourself to run the suite on an accelerator instead.
+"""
+
+import os
+
+_FLAG = "--xla_force_host_platform_device_count=8"
+if _FLAG.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
