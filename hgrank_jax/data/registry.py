@@ -1,0 +1,51 @@
+"""Datasets by name: ``load_dataset("kuairand_sig:paper", seed=0)``.
+
+A name is ``dataset[:view]``. Each entry maps to a loader returning a
+:class:`~hgrank_jax.data.dataset.Dataset`; later loaders (the simulator, MovieLens,
+official KuaiRand and Taobao) register here so launchers and configs can name them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from hgrank_jax.data import kuairand_sig
+from hgrank_jax.data.dataset import Dataset
+
+# name -> (loader(view, seed, **kwargs), views, default view)
+_LOADERS: dict[str, tuple[Callable[..., Dataset], tuple[str, ...], str]] = {
+    "kuairand_sig": (lambda view, seed, **kw: kuairand_sig.load(view, seed=seed, **kw),
+                     kuairand_sig.VIEWS, "paper"),
+}
+
+
+def register_dataset(name: str, loader: Callable[..., Dataset], views: tuple[str, ...],
+                     default_view: str) -> None:
+  """Adds a loader ``loader(view, seed, **kwargs) -> Dataset`` under ``name``."""
+  if default_view not in views:
+    raise ValueError(f"default view {default_view!r} is not one of {views}")
+  _LOADERS[name] = (loader, tuple(views), default_view)
+
+
+def available_datasets() -> dict[str, tuple[str, ...]]:
+  """Dataset names and their views."""
+  return {name: views for name, (_, views, _) in sorted(_LOADERS.items())}
+
+
+def parse_dataset_name(spec: str) -> tuple[str, str]:
+  """``"kuairand_sig:paper"`` -> ("kuairand_sig", "paper"); the view defaults per dataset."""
+  name, _, view = spec.partition(":")
+  if name not in _LOADERS:
+    raise ValueError(f"unknown dataset {name!r}; available: "
+                     + ", ".join(f"{n}[:{'|'.join(v)}]" for n, v in available_datasets().items()))
+  _, views, default_view = _LOADERS[name]
+  view = view or default_view
+  if view not in views:
+    raise ValueError(f"dataset {name!r} has no view {view!r}; views are {list(views)}")
+  return name, view
+
+
+def load_dataset(spec: str, *, seed: int = 0, **kwargs) -> Dataset:
+  """Loads ``spec`` = ``name[:view]`` with the given split seed."""
+  name, view = parse_dataset_name(spec)
+  return _LOADERS[name][0](view, seed, **kwargs)

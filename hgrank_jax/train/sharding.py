@@ -1,0 +1,45 @@
+"""Device meshes and shardings for data-parallel training with ``jax.jit``.
+
+Data parallelism uses one mesh axis, ``data``: batches are split along their
+leading axis over every device, parameters and other state are replicated.
+This replaces ``jax.pmap`` (in maintenance mode in current JAX); the same code
+runs on 1 CPU, 8 fake CPU devices, a GPU or a TPU host.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh named ``data`` over ``devices`` (default: all devices)."""
+  devices = list(jax.devices() if devices is None else devices)
+  if not devices:
+    raise ValueError("data_mesh: no devices given")
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Splits the leading (batch) axis over the ``data`` axis; other axes unsplit."""
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  """A full copy on every device (parameters, optimizer and RVQ state)."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def check_batch_divisible(global_batch_size: int, mesh: Mesh) -> None:
+  """Raises a clear error when the global batch does not split evenly over devices."""
+  num_devices = mesh.devices.size
+  if global_batch_size % num_devices:
+    raise ValueError(
+        f"global batch size {global_batch_size} is not divisible by the number of devices "
+        f"{num_devices} on mesh axis '{DATA_AXIS}'; choose a multiple of {num_devices} "
+        f"(e.g. {((global_batch_size + num_devices - 1) // num_devices) * num_devices}).")

@@ -1,0 +1,46 @@
+r"""Prints a dataset's summary: rows, users, items, positives per split, cold/warm users.
+
+  python -m launch.data_stats --dataset kuairand_sig:given
+  python -m launch.data_stats --dataset kuairand_sig:paper --seed 0 --json out.json
+"""
+
+import json
+
+from absl import app, flags
+
+from hgrank_jax.data import load_dataset, split_stats, user_activity_groups
+from hgrank_jax.data.stats import format_table
+
+_DATASET = flags.DEFINE_string("dataset", "kuairand_sig:paper", "name[:view], e.g. kuairand_sig:given")
+_SEED = flags.DEFINE_integer("seed", 0, "split seed for views that re-split")
+_JSON = flags.DEFINE_string("json", None, "also write the numbers to this JSON file")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  dataset = load_dataset(_DATASET.value, seed=_SEED.value)
+  per_split = split_stats(dataset)
+  groups = user_activity_groups(dataset)
+  print(f"# {dataset.name}")
+  for key, value in dataset.info.items():
+    print(f"- {key}: {value}")
+  print()
+  print(format_table(per_split, ["rows", "users", "items", "positives", "positive_rate",
+                                 "users_with_positive"]))
+  print()
+  print("Users by training rows (Table 2 groups: cold 1-20, warm 21-50, other > 50):")
+  print(format_table({k: v for k, v in groups.items() if isinstance(v, dict)},
+                     ["users", "test_users", "test_rows"]))
+  print(f"- share of training users with at most 20 training rows: "
+        f"{groups['users_at_most_20_train_rows_share']:.3f}")
+  print(f"- test rows of users with no training row: {groups['test_rows_of_users_without_train_rows']}")
+  print()
+  if _JSON.value:
+    with open(_JSON.value, "w") as f:
+      json.dump({"dataset": dataset.name, "info": dict(dataset.info), "splits": per_split,
+                 "user_groups": groups}, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
