@@ -1,0 +1,404 @@
+"""Residual vector quantisation of user embeddings with EMA codebooks (seed 002, Sec. 5.1).
+
+This module holds :class:`ResidualVQ`, a Flax linen module that turns embeddings
+``[..., d]`` into hierarchical codes ``[..., L]``: level ``l`` picks the nearest of
+``K`` codewords to the residual left by levels ``1..l-1`` (Eq. 5) and the
+quantised vector is the sum of the picked codewords (Eq. 6), returned through a
+straight-through estimator (Eq. 11). Codebooks are not trained by gradients: they
+follow exponential moving averages of assignment counts ``N`` and residual sums
+``S`` with Laplace-smoothed counts, dead codes are re-seeded from the current
+batch, and an optional k-means pass initialises them from the first batch. All of
+that state lives in the ``"rvq"`` variable collection, so ``apply`` stays pure:
+pass ``mutable=["rvq"]`` to get the updated state back.
+
+The pure helpers (:func:`residual_cascade`, :func:`ema_update`,
+:func:`replace_dead_codes`, :func:`prefix_group_ids`) are public so tests and
+analysis code can use them on their own.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+RVQ_COLLECTION = "rvq"
+
+# Distances and sums must not drop to bf16 on accelerators: a code flip changes groups.
+_PRECISION = jax.lax.Precision.HIGHEST
+
+
+class RVQOutput(NamedTuple):
+  """What :class:`ResidualVQ` returns.
+
+  Attributes:
+    quantized: ``[..., d]`` float, equal to the sum of the chosen codewords in the
+      forward pass and with the identity as Jacobian w.r.t. the input (Eq. 11).
+    codes: ``[..., L]`` int32 in ``[0, K)``, the code of each level.
+    stats: dict of ``[L]`` arrays over the valid rows of the batch:
+      ``perplexity`` (exp of the entropy of code usage; NaN without valid rows),
+      ``dead_fraction`` (share of codes whose EMA count is below the threshold,
+      before they are re-seeded), ``occupied_prefixes`` (distinct code prefixes
+      ``c_1..c_l``), ``mean_group_size`` (valid rows per occupied prefix) and
+      ``residual_sq_norm`` (mean squared norm of the residual left after level l).
+  """
+
+  quantized: jax.Array
+  codes: jax.Array
+  stats: dict[str, jax.Array]
+
+
+def nearest_code(residuals: jax.Array, codebook: jax.Array) -> jax.Array:
+  """Index of the nearest codeword (squared Euclidean) for each row.
+
+  Args:
+    residuals: ``[n, d]`` float.
+    codebook: ``[K, d]`` float.
+
+  Returns:
+    ``[n]`` int32; ties go to the lowest index.
+  """
+  # ||r||^2 is the same for every k, so it is left out of the argmin.
+  cross = jnp.dot(residuals, codebook.T, precision=_PRECISION)
+  distances = jnp.sum(codebook * codebook, axis=-1)[None, :] - 2.0 * cross
+  return jnp.argmin(distances, axis=-1).astype(jnp.int32)
+
+
+def residual_cascade(x: jax.Array, codebooks: jax.Array):
+  """Quantises ``x`` level by level (Eq. 5-6).
+
+  Args:
+    x: ``[n, d]`` float embeddings.
+    codebooks: ``[L, K, d]`` float.
+
+  Returns:
+    ``(codes, residuals, reconstruction)``: codes ``[n, L]`` int32; residuals
+    ``[L, n, d]`` where ``residuals[l]`` is the vector level ``l`` quantised
+    (``residuals[0] == x``); reconstruction ``[n, d]``, the sum of chosen codewords.
+  """
+  residual = x
+  codes, residuals = [], []
+  for codebook in codebooks:
+    code = nearest_code(residual, codebook)
+    codes.append(code)
+    residuals.append(residual)
+    residual = residual - codebook[code]
+  return jnp.stack(codes, axis=-1), jnp.stack(residuals), x - residual
+
+
+def ema_update(counts, sums, residuals, codes, valid, *, decay: float, eps: float):
+  """One EMA step of a single level's codebook statistics.
+
+  ``N_k <- m N_k + (1-m) n_k`` and ``S_k <- m S_k + (1-m) sum_{i: c_i = k} r_i``
+  over valid rows; then ``C_k = S_k / N^_k`` with the Laplace-smoothed count
+  ``N^_k = (N_k + eps) / (sum N + K eps) * sum N``. Unused codes only decay.
+
+  Args:
+    counts: ``[K]`` float, EMA counts ``N``.
+    sums: ``[K, d]`` float, EMA residual sums ``S``.
+    residuals: ``[n, d]`` float, the residuals this level quantised.
+    codes: ``[n]`` int, their codes.
+    valid: ``[n]`` bool, rows that may update the statistics.
+    decay: ``m`` in ``[0, 1)``.
+    eps: Laplace smoothing constant, > 0.
+
+  Returns:
+    ``(counts, sums, codebook)`` with shapes ``[K]``, ``[K, d]``, ``[K, d]``.
+  """
+  num_codes = counts.shape[0]
+  weights = valid.astype(residuals.dtype)
+  batch_counts = jax.ops.segment_sum(weights, codes, num_segments=num_codes)
+  batch_sums = jax.ops.segment_sum(residuals * weights[:, None], codes, num_segments=num_codes)
+  counts = decay * counts + (1.0 - decay) * batch_counts
+  sums = decay * sums + (1.0 - decay) * batch_sums
+  total = jnp.sum(counts)
+  smoothed = (counts + eps) / (total + num_codes * eps) * total
+  # With no count at all (total == 0) the codebook is undefined; keep S as is then.
+  safe = jnp.where(smoothed > 0, smoothed, 1.0)
+  return counts, sums, sums / safe[:, None]
+
+
+def _shuffled_valid_rows(key, valid):
+  """A random order of row indices with the valid rows first, and their number."""
+  noise = jax.random.uniform(key, valid.shape)
+  order = jnp.argsort(jnp.where(valid, noise, 2.0))
+  return order, jnp.sum(valid.astype(jnp.int32))
+
+
+def replace_dead_codes(codebook, counts, sums, residuals, valid, key, *,
+                       threshold: float, reset_count: float):
+  """Re-seeds codes whose EMA count is below ``threshold`` with batch residuals.
+
+  Dead codes receive distinct valid residuals of the current batch (repeating only
+  when the batch holds fewer valid rows than dead codes); their count is reset to
+  ``reset_count`` and their sum to ``residual * reset_count`` so that ``S / N``
+  equals the new codeword. Nothing changes when the batch has no valid row.
+
+  Args:
+    codebook: ``[K, d]``; counts: ``[K]``; sums: ``[K, d]`` (after this step's EMA).
+    residuals: ``[n, d]`` this level's residuals; valid: ``[n]`` bool.
+    key: PRNG key for the sampling.
+    threshold: codes with ``counts < threshold`` are dead.
+    reset_count: the count a re-seeded code starts from.
+
+  Returns:
+    ``(codebook, counts, sums, dead)``, ``dead`` the ``[K]`` bool mask replaced.
+  """
+  order, num_valid = _shuffled_valid_rows(key, valid)
+  dead = (counts < threshold) & (num_valid > 0)
+  dead_rank = jnp.cumsum(dead.astype(jnp.int32)) - 1
+  rows = order[jnp.maximum(dead_rank, 0) % jnp.maximum(num_valid, 1)]
+  samples = residuals[rows]
+  codebook = jnp.where(dead[:, None], samples, codebook)
+  counts = jnp.where(dead, reset_count, counts)
+  sums = jnp.where(dead[:, None], samples * reset_count, sums)
+  return codebook, counts, sums, dead
+
+
+def kmeans(points, valid, key, num_clusters: int, num_iters: int):
+  """Lloyd's k-means on the valid rows, seeded with distinct random valid rows.
+
+  Args:
+    points: ``[n, d]`` float; valid: ``[n]`` bool; key: PRNG key.
+    num_clusters: K; num_iters: Lloyd iterations (static).
+
+  Returns:
+    ``(centroids [K, d], sizes [K])``; an empty cluster keeps its previous centroid.
+  """
+  order, num_valid = _shuffled_valid_rows(key, valid)
+  seeds = order[jnp.arange(num_clusters) % jnp.maximum(num_valid, 1)]
+  weights = valid.astype(points.dtype)
+
+  def assign(centroids):
+    labels = nearest_code(points, centroids)
+    sizes = jax.ops.segment_sum(weights, labels, num_segments=num_clusters)
+    sums = jax.ops.segment_sum(points * weights[:, None], labels, num_segments=num_clusters)
+    return sizes, sums
+
+  def lloyd_step(_, centroids):
+    sizes, sums = assign(centroids)
+    return jnp.where(sizes[:, None] > 0, sums / jnp.maximum(sizes, 1.0)[:, None], centroids)
+
+  centroids = jax.lax.fori_loop(0, num_iters, lloyd_step, points[seeds])
+  sizes, _ = assign(centroids)
+  return centroids, sizes
+
+
+def prefix_group_ids(codes: jax.Array, valid: jax.Array, codebook_size: int):
+  """Dense ids of the code prefixes ``c_1..c_l`` for every level, by sorting.
+
+  Cost is ``O(L n log n)`` time and ``O(n)`` memory, independent of ``K^L``.
+
+  Args:
+    codes: ``[n, L]`` int in ``[0, codebook_size)``.
+    valid: ``[n]`` bool; invalid rows get ids past those of valid rows.
+    codebook_size: K.
+
+  Returns:
+    ``(ids, occupied)``: ids ``[n, L]`` int32, equal at level l exactly for valid
+    rows sharing their first l codes, numbered from 0; occupied ``[L]`` int32, the
+    number of distinct prefixes among valid rows.
+  """
+  n, num_levels = codes.shape
+  if n * codebook_size >= 2**31 - 1:
+    raise ValueError(f"prefix_group_ids: n * codebook_size = {n * codebook_size} overflows int32")
+  sentinel = n * codebook_size
+  previous = jnp.zeros((n,), jnp.int32)
+  ids, occupied = [], []
+  for level in range(num_levels):
+    # previous < n, so previous * K + code identifies the prefix without overflow.
+    key = jnp.where(valid, previous * codebook_size + codes[:, level].astype(jnp.int32), sentinel)
+    order = jnp.argsort(key)
+    sorted_key = key[order]
+    is_new = jnp.concatenate([jnp.ones((1,), bool), sorted_key[1:] != sorted_key[:-1]])
+    dense = jnp.zeros((n,), jnp.int32).at[order].set(jnp.cumsum(is_new.astype(jnp.int32)) - 1)
+    occupied.append(jnp.sum((is_new & (sorted_key != sentinel)).astype(jnp.int32)))
+    ids.append(dense)
+    previous = dense
+  return jnp.stack(ids, axis=-1), jnp.stack(occupied)
+
+
+class ResidualVQ(nn.Module):
+  """L-level residual quantiser with EMA codebooks, dead-code expiry and STE.
+
+  Call with ``x [..., d]`` and an optional ``where [...]`` bool mask; padded rows
+  (``where == False``) are quantised but never update codebooks or statistics.
+  State (collection ``"rvq"``): ``codebook [L, K, d]``, ``ema_count [L, K]``,
+  ``ema_sum [L, K, d]``, ``initialized`` (k-means done) and ``step``. Codebooks
+  start from N(0, init_scale^2) with count 1 and ``S = C``.
+
+  Attributes:
+    num_levels: L >= 1.
+    codebook_size: K >= 1.
+    decay: EMA decay m in [0, 1) (paper: m; default 0.99).
+    eps: Laplace smoothing constant > 0.
+    dead_code_threshold: codes with EMA count below it are re-seeded from the
+      batch (counts are per batch, in rows); 0 disables expiry.
+    dead_code_reset_count: count a re-seeded code restarts from; None uses
+      ``max(dead_code_threshold, 1)``.
+    kmeans_init: run k-means on the first updating batch to set the codebooks
+      (SoundStream's initialisation, which the paper follows for expiry).
+    kmeans_iters: Lloyd iterations of that initialisation.
+    init_scale: standard deviation of the random initial codewords.
+    seed: seeds the sampling of re-seeded codes when no ``"rvq"`` rng is given.
+  """
+
+  num_levels: int
+  codebook_size: int
+  decay: float = 0.99
+  eps: float = 1e-5
+  dead_code_threshold: float = 1.0
+  dead_code_reset_count: float | None = None
+  kmeans_init: bool = True
+  kmeans_iters: int = 10
+  init_scale: float = 1.0
+  seed: int = 0
+
+  def __post_init__(self):
+    for name in ("num_levels", "codebook_size"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 1:
+        raise ValueError(f"ResidualVQ: {name} must be an int >= 1, got {value!r}")
+    if not 0.0 <= self.decay < 1.0:
+      raise ValueError(f"ResidualVQ: decay must be in [0, 1), got {self.decay!r}")
+    if not self.eps > 0:
+      raise ValueError(f"ResidualVQ: eps must be > 0, got {self.eps!r}")
+    if not self.dead_code_threshold >= 0:
+      raise ValueError(
+          f"ResidualVQ: dead_code_threshold must be >= 0, got {self.dead_code_threshold!r}")
+    if self.kmeans_iters < 0:
+      raise ValueError(f"ResidualVQ: kmeans_iters must be >= 0, got {self.kmeans_iters!r}")
+    super().__post_init__()
+
+  def _reset_count(self) -> float:
+    if self.dead_code_reset_count is not None:
+      return float(self.dead_code_reset_count)
+    return max(float(self.dead_code_threshold), 1.0)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, where: jax.Array | None = None,
+               update: bool | None = None) -> RVQOutput:
+    """Quantises ``x`` and, when updating, advances the EMA state.
+
+    Args:
+      x: ``[..., d]`` float embeddings.
+      where: optional ``[...]`` bool mask of valid rows.
+      update: advance the codebook state; None means "when the ``rvq``
+        collection is mutable and the module is not initialising".
+
+    Returns:
+      :class:`RVQOutput`.
+    """
+    if x.ndim < 1:
+      raise ValueError(f"ResidualVQ: x must have shape [..., d], got {x.shape}")
+    if where is not None and tuple(where.shape) != tuple(x.shape[:-1]):
+      raise ValueError(
+          f"ResidualVQ: where has shape {where.shape}, expected x.shape[:-1] = {x.shape[:-1]}")
+    L, K, d = self.num_levels, self.codebook_size, x.shape[-1]
+    lead_shape = x.shape[:-1]
+    flat = x.reshape((-1, d)).astype(jnp.float32)
+    valid = (jnp.ones(flat.shape[:1], bool) if where is None
+             else where.reshape((-1,)).astype(bool))
+
+    def initial_codebook():
+      key = self.make_rng("params") if self.has_rng("params") else jax.random.key(self.seed)
+      return self.init_scale * jax.random.normal(key, (L, K, d), jnp.float32)
+
+    codebook = self.variable(RVQ_COLLECTION, "codebook", initial_codebook)
+    ema_count = self.variable(RVQ_COLLECTION, "ema_count", lambda: jnp.ones((L, K), jnp.float32))
+    ema_sum = self.variable(RVQ_COLLECTION, "ema_sum", lambda: codebook.value)
+    initialized = self.variable(RVQ_COLLECTION, "initialized", lambda: jnp.array(False))
+    step = self.variable(RVQ_COLLECTION, "step", lambda: jnp.array(0, jnp.int32))
+    if tuple(codebook.value.shape) != (L, K, d):
+      raise ValueError(
+          f"ResidualVQ: x has width d={d} but the codebook state has shape "
+          f"{codebook.value.shape}, expected {(L, K, d)}")
+
+    if update is None:
+      update = self.is_mutable_collection(RVQ_COLLECTION) and not self.is_initializing()
+    if update and not self.is_mutable_collection(RVQ_COLLECTION):
+      raise ValueError(f"ResidualVQ: update=True needs apply(..., mutable=[{RVQ_COLLECTION!r}])")
+
+    if self.has_rng(RVQ_COLLECTION):
+      key = self.make_rng(RVQ_COLLECTION)
+    else:
+      key = jax.random.fold_in(jax.random.key(self.seed), step.value)
+    kmeans_key, dead_key = jax.random.split(key)
+
+    codebooks, counts, sums = codebook.value, ema_count.value, ema_sum.value
+    if update and self.kmeans_init:
+      codebooks, counts, sums = jax.lax.cond(
+          initialized.value,
+          lambda: (codebooks, counts, sums),
+          lambda: self._kmeans_codebooks(flat, valid, kmeans_key))
+
+    codes, residuals, reconstruction = residual_cascade(flat, codebooks)
+
+    if update:
+      new_books, new_counts, new_sums, dead = [], [], [], []
+      for level, level_key in enumerate(jax.random.split(dead_key, L)):
+        level_counts, level_sums, level_book = ema_update(
+            counts[level], sums[level], residuals[level], codes[:, level], valid,
+            decay=self.decay, eps=self.eps)
+        level_book, level_counts, level_sums, level_dead = replace_dead_codes(
+            level_book, level_counts, level_sums, residuals[level], valid, level_key,
+            threshold=self.dead_code_threshold, reset_count=self._reset_count())
+        new_books.append(level_book)
+        new_counts.append(level_counts)
+        new_sums.append(level_sums)
+        dead.append(level_dead)
+      codebook.value = jnp.stack(new_books)
+      ema_count.value = jnp.stack(new_counts)
+      ema_sum.value = jnp.stack(new_sums)
+      initialized.value = jnp.array(True)
+      step.value = step.value + 1
+      dead = jnp.stack(dead)
+    else:
+      dead = counts < self.dead_code_threshold
+
+    stats = self._statistics(codes, residuals, reconstruction, flat, valid, dead)
+    quantized = flat + jax.lax.stop_gradient(reconstruction - flat)
+    return RVQOutput(
+        quantized=quantized.reshape(x.shape).astype(x.dtype),
+        codes=codes.reshape(lead_shape + (L,)),
+        stats=stats)
+
+  def _kmeans_codebooks(self, flat, valid, key):
+    """Codebooks, counts and sums from k-means on each level's residuals in turn."""
+    residual = flat
+    books, counts = [], []
+    for level_key in jax.random.split(key, self.num_levels):
+      centroids, sizes = kmeans(residual, valid, level_key, self.codebook_size, self.kmeans_iters)
+      residual = residual - centroids[nearest_code(residual, centroids)]
+      books.append(centroids)
+      counts.append(sizes)
+    books, counts = jnp.stack(books), jnp.stack(counts)
+    return books, counts, books * counts[..., None]
+
+  def _statistics(self, codes, residuals, reconstruction, flat, valid, dead):
+    """Per-level usage statistics over valid rows (see :class:`RVQOutput`)."""
+    weights = valid.astype(jnp.float32)
+    num_valid = jnp.sum(weights)
+    usage = jax.vmap(
+        lambda c: jax.ops.segment_sum(weights, c, num_segments=self.codebook_size),
+        in_axes=1)(codes)
+    probs = usage / jnp.maximum(num_valid, 1.0)
+    entropy = -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.where(probs > 0, probs, 1.0)), 0.0),
+                       axis=-1)
+    nan = jnp.float32(jnp.nan)
+    perplexity = jnp.where(num_valid > 0, jnp.exp(entropy), nan)
+    _, occupied = prefix_group_ids(codes, valid, self.codebook_size)
+    mean_group_size = jnp.where(occupied > 0, num_valid / jnp.maximum(occupied, 1), nan)
+    # residuals[l + 1] is what is left after level l; the last one is x - x_hat.
+    left_after = jnp.concatenate([residuals[1:], (flat - reconstruction)[None]], axis=0)
+    sq_norm = jnp.sum(jnp.sum(left_after**2, axis=-1) * weights, axis=-1)
+    residual_sq_norm = jnp.where(num_valid > 0, sq_norm / jnp.maximum(num_valid, 1.0), nan)
+    return {
+        "perplexity": perplexity,
+        "dead_fraction": jnp.mean(dead.astype(jnp.float32), axis=-1),
+        "occupied_prefixes": occupied,
+        "mean_group_size": mean_group_size,
+        "residual_sq_norm": residual_sq_norm,
+    }
