@@ -1,0 +1,320 @@
+"""Segment utilities: dense group ids by sorting, and O(n) segment reductions.
+
+Listwise and group-wise losses, GAUC, rerankers and the trainer all need the
+same two things: turn arbitrary integer keys (a user id, a request id, the first
+``l`` codes of a hierarchical user code) into dense ids ``0 .. S-1``, and reduce
+values within each id. Dense ids are found by one lexicographic sort, so the cost
+is O(n log n) in rows and O(n) in memory whatever the key space (``K**L`` code
+prefixes never get materialised), and the number of segments is bounded by the
+static row count ``n``, which keeps every shape static under ``jax.jit``.
+
+Convention: rows that are masked out (``where`` False) receive the id ``n`` (or,
+more generally, an id outside ``[0, num_segments)``); the reductions here drop
+such rows, as ``jax.ops.segment_sum`` does.
+"""
+
+from typing import Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def _check_num_segments(num_segments) -> int:
+  # num_segments sets an output shape, so it has to be a Python int at trace
+  # time; a traced value would fail deep inside XLA with an unhelpful message.
+  if isinstance(num_segments, bool) or not isinstance(num_segments, int):
+    try:
+      num_segments = int(num_segments)  # numpy integers are fine
+    except (TypeError, jax.errors.ConcretizationTypeError) as err:
+      raise TypeError(
+          "num_segments must be a static Python int, got "
+          f"{type(num_segments).__name__}") from err
+  if num_segments < 0:
+    raise ValueError(f"num_segments must be >= 0, got {num_segments}")
+  return num_segments
+
+
+def _keys_matrix(keys: Array, name: str) -> Array:
+  keys = jnp.asarray(keys)
+  if keys.ndim == 1:
+    keys = keys[:, None]
+  if keys.ndim != 2:
+    raise ValueError(
+        f"{name} must have shape [n] or [n, k], got shape {keys.shape}")
+  if not (jnp.issubdtype(keys.dtype, jnp.integer) or keys.dtype == jnp.bool_):
+    raise TypeError(f"{name} must hold integers, got dtype {keys.dtype}")
+  return keys.astype(jnp.int32)
+
+
+def _check_where(where: Optional[Array], n: int) -> Array:
+  if where is None:
+    return jnp.ones((n,), jnp.bool_)
+  where = jnp.asarray(where)
+  if where.shape != (n,):
+    raise ValueError(f"where must have shape ({n},), got {where.shape}")
+  return where.astype(jnp.bool_)
+
+
+def prefix_segment_ids(
+    codes: Array,
+    *,
+    where: Optional[Array] = None,
+    outer_keys: Optional[Array] = None,
+) -> Tuple[Array, Array]:
+  r"""Dense group ids for every prefix length of a code matrix.
+
+  For level :math:`l = 1..L`, rows whose first :math:`l` codes agree (and whose
+  ``outer_keys`` agree, when given) share an id. One lexicographic sort serves
+  all levels: after sorting, a row opens a new level-:math:`l` group when any of
+  its first :math:`l` codes differs from the previous row's.
+
+  Args:
+    codes: ``[n, L]`` integer array (``[n]`` is read as ``L = 1``).
+    where: optional ``[n]`` bool mask; masked rows get id ``n`` at every level.
+    outer_keys: optional ``[n]`` or ``[n, k]`` integer keys that split groups
+      further at every level (for example a list index or a request id).
+
+  Returns:
+    ``(ids, num_groups)``: ``ids`` is ``[L, n]`` int32 with values in
+    ``[0, num_groups[l])`` for valid rows and ``n`` for masked rows;
+    ``num_groups`` is ``[L]`` int32. Ids are numbered in sorted key order.
+
+  >>> import jax.numpy as jnp
+  >>> codes = jnp.array([[1, 0], [0, 3], [1, 2], [1, 0]])
+  >>> ids, counts = prefix_segment_ids(codes)
+  >>> print(ids)
+  [[1 0 1 1]
+   [1 0 2 1]]
+  >>> print(counts)
+  [2 3]
+  """
+  codes = _keys_matrix(codes, "codes")
+  n, num_levels = codes.shape
+  valid = _check_where(where, n)
+  if outer_keys is None:
+    outer = jnp.zeros((n, 0), jnp.int32)
+  else:
+    outer = _keys_matrix(outer_keys, "outer_keys")
+    if outer.shape[0] != n:
+      raise ValueError(
+          f"outer_keys must have {n} rows like codes, got {outer.shape[0]}")
+  if n == 0:
+    return (jnp.zeros((num_levels, 0), jnp.int32),
+            jnp.zeros((num_levels,), jnp.int32))
+
+  keys = jnp.concatenate([outer, codes], axis=1)
+  num_outer = outer.shape[1]
+  # jnp.lexsort treats the last key as most significant: masked rows go last
+  # (so valid ids are contiguous from 0), then outer keys, then codes in order.
+  sort_keys = [keys[:, j] for j in reversed(range(keys.shape[1]))]
+  sort_keys.append(jnp.logical_not(valid).astype(jnp.int32))
+  order = jnp.lexsort(sort_keys)
+  sorted_keys = keys[order]
+  sorted_valid = valid[order]
+
+  differs = sorted_keys[1:] != sorted_keys[:-1]  # [n-1, k + L]
+  # A change in any earlier column also opens a new group at deeper levels.
+  changed_so_far = jnp.cumsum(differs.astype(jnp.int32), axis=1) > 0
+  opens = changed_so_far[:, num_outer:]  # [n-1, L]: only levels 1..L
+  opens = jnp.concatenate([jnp.ones((1, num_levels), jnp.bool_), opens])
+  sorted_ids = jnp.cumsum(opens.astype(jnp.int32), axis=0) - 1
+  num_groups = jnp.sum(opens & sorted_valid[:, None], axis=0).astype(jnp.int32)
+  sorted_ids = jnp.where(sorted_valid[:, None], sorted_ids, n)
+  ids = jnp.zeros((n, num_levels), jnp.int32).at[order].set(sorted_ids)
+  return ids.T, num_groups
+
+
+def dense_segment_ids(
+    keys: Array, *, where: Optional[Array] = None
+) -> Tuple[Array, Array]:
+  """Dense ids ``0 .. S-1`` for rows with equal keys, found by sorting.
+
+  Args:
+    keys: ``[n]`` integer keys or ``[n, k]`` composite keys (rows equal in all
+      ``k`` columns share an id).
+    where: optional ``[n]`` bool mask; masked rows get id ``n``.
+
+  Returns:
+    ``(ids, num_segments)``: ``[n]`` int32 ids and the scalar number of
+    distinct keys among valid rows. ``n`` is a static upper bound for the
+    latter, so pass ``num_segments=n`` to the reductions below.
+
+  >>> import jax.numpy as jnp
+  >>> ids, count = dense_segment_ids(jnp.array([70, 3, 70, 9]))
+  >>> print(ids, count)
+  [2 0 2 1] 3
+  """
+  keys = _keys_matrix(keys, "keys")
+  ids, counts = prefix_segment_ids(keys, where=where)
+  # Grouping by all k columns is the deepest prefix level.
+  return ids[-1], counts[-1]
+
+
+def _masked(values: Array, segment_ids: Array, num_segments: int,
+            where: Optional[Array], fill) -> Tuple[Array, Array]:
+  """Applies ``where`` by filling values and routing rows out of range."""
+  values = jnp.asarray(values)
+  segment_ids = jnp.asarray(segment_ids)
+  if segment_ids.shape != values.shape[:1]:
+    raise ValueError(
+        f"segment_ids must have shape {values.shape[:1]} (the leading axis of "
+        f"values), got {segment_ids.shape}")
+  if where is not None:
+    where = jnp.asarray(where)
+    if where.shape != segment_ids.shape:
+      raise ValueError(
+          f"where must have shape {segment_ids.shape}, got {where.shape}")
+    mask = where.reshape(where.shape + (1,) * (values.ndim - 1))
+    values = jnp.where(mask, values, fill)
+    segment_ids = jnp.where(where, segment_ids, num_segments)
+  return values, segment_ids
+
+
+def segment_sum(values: Array, segment_ids: Array, num_segments: int, *,
+                where: Optional[Array] = None) -> Array:
+  """Sum of ``values`` ``[n, ...]`` per segment: ``[num_segments, ...]``.
+
+  Rows with ``where`` False or an id outside ``[0, num_segments)`` are dropped.
+
+  >>> import jax.numpy as jnp
+  >>> print(segment_sum(jnp.array([1., 2., 4.]), jnp.array([0, 1, 0]), 2))
+  [5. 2.]
+  """
+  num_segments = _check_num_segments(num_segments)
+  values, segment_ids = _masked(values, segment_ids, num_segments, where, 0)
+  return jax.ops.segment_sum(values, segment_ids, num_segments=num_segments)
+
+
+def segment_count(segment_ids: Array, num_segments: int, *,
+                  where: Optional[Array] = None) -> Array:
+  """Number of (valid) rows per segment, ``[num_segments]`` int32.
+
+  >>> import jax.numpy as jnp
+  >>> print(segment_count(jnp.array([0, 1, 0]), 3))
+  [2 1 0]
+  """
+  ones = jnp.ones(jnp.shape(segment_ids), jnp.int32)
+  return segment_sum(ones, segment_ids, num_segments, where=where)
+
+
+def segment_mean(values: Array, segment_ids: Array, num_segments: int, *,
+                 where: Optional[Array] = None,
+                 empty_value: float = 0.0) -> Array:
+  """Mean of ``values`` per segment; empty segments get ``empty_value``.
+
+  >>> import jax.numpy as jnp
+  >>> print(segment_mean(jnp.array([1., 2., 4.]), jnp.array([0, 1, 0]), 3))
+  [2.5 2.  0. ]
+  """
+  totals = segment_sum(values, segment_ids, num_segments, where=where)
+  counts = segment_count(segment_ids, num_segments, where=where)
+  counts = counts.reshape(counts.shape + (1,) * (totals.ndim - 1))
+  # Divide by a safe count so empty segments stay NaN-free in value and grad.
+  means = totals / jnp.maximum(counts, 1).astype(totals.dtype)
+  return jnp.where(counts > 0, means, jnp.asarray(empty_value, totals.dtype))
+
+
+def segment_max(values: Array, segment_ids: Array, num_segments: int, *,
+                where: Optional[Array] = None) -> Array:
+  """Max per segment; empty segments get ``-inf``.
+
+  >>> import jax.numpy as jnp
+  >>> print(segment_max(jnp.array([1., 2., 4.]), jnp.array([0, 1, 0]), 3))
+  [  4.   2. -inf]
+  """
+  num_segments = _check_num_segments(num_segments)
+  values, segment_ids = _masked(values, segment_ids, num_segments, where,
+                                -jnp.inf)
+  return jax.ops.segment_max(values, segment_ids, num_segments=num_segments)
+
+
+def segment_logsumexp(values: Array, segment_ids: Array, num_segments: int, *,
+                      where: Optional[Array] = None) -> Array:
+  r"""Stable :math:`\log \sum_{i \in m} e^{v_i}` per segment, ``-inf`` if empty.
+
+  Gradients are finite everywhere, empty segments included (they receive none).
+
+  Args:
+    values: ``[n]`` floats.
+    segment_ids: ``[n]`` ints.
+    num_segments: static number of segments.
+    where: optional ``[n]`` bool mask.
+
+  Returns:
+    ``[num_segments]`` array.
+
+  >>> import jax.numpy as jnp
+  >>> lse = segment_logsumexp(jnp.array([0., 0., 5.]), jnp.array([0, 0, 1]), 3)
+  >>> print(jnp.round(lse, 4))
+  [0.6931 5.       -inf]
+  """
+  num_segments = _check_num_segments(num_segments)
+  values, segment_ids = _masked(values, segment_ids, num_segments, where,
+                                -jnp.inf)
+  # Shift by the segment max for stability; the shift cancels analytically, so
+  # it carries no gradient.
+  peak = jax.lax.stop_gradient(
+      jax.ops.segment_max(values, segment_ids, num_segments=num_segments))
+  peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
+  in_range = (segment_ids >= 0) & (segment_ids < num_segments)
+  row_peak = gather_segments(peak, segment_ids, 0.0)
+  shifted = jnp.where(in_range, jnp.exp(values - row_peak), 0.0)
+  totals = jax.ops.segment_sum(shifted, segment_ids, num_segments=num_segments)
+  nonempty = totals > 0
+  # log(0) would give an infinite derivative; route empty segments around it.
+  safe_log = jnp.log(jnp.where(nonempty, totals, 1.0))
+  return jnp.where(nonempty, safe_log + peak, -jnp.inf)
+
+
+def segment_log_softmax(values: Array, segment_ids: Array, num_segments: int,
+                        *, where: Optional[Array] = None) -> Array:
+  """Per-row log-softmax within each segment; masked rows get 0.
+
+  >>> import jax.numpy as jnp
+  >>> out = segment_log_softmax(jnp.array([0., 0., 5.]), jnp.array([0, 0, 1]),
+  ...                           2)
+  >>> print(jnp.round(out, 4))
+  [-0.6931 -0.6931  0.    ]
+  """
+  lse = segment_logsumexp(values, segment_ids, num_segments, where=where)
+  segment_ids = jnp.asarray(segment_ids)
+  valid = (segment_ids >= 0) & (segment_ids < num_segments)
+  if where is not None:
+    valid &= jnp.asarray(where)
+  row_lse = gather_segments(lse, segment_ids, 0.0)
+  return jnp.where(valid, jnp.asarray(values) - jnp.where(valid, row_lse, 0.0),
+                   0.0)
+
+
+def gather_segments(per_segment: Array, segment_ids: Array,
+                    fill_value=0) -> Array:
+  """Broadcasts ``[num_segments, ...]`` values back to rows ``[n, ...]``.
+
+  Rows whose id is outside ``[0, num_segments)`` (masked rows) get
+  ``fill_value``.
+
+  >>> import jax.numpy as jnp
+  >>> print(gather_segments(jnp.array([10, 20]), jnp.array([1, 0, 2])))
+  [20 10  0]
+  """
+  per_segment = jnp.asarray(per_segment)
+  segment_ids = jnp.asarray(segment_ids)
+  # Negative indices would wrap around in a gather; send them past the end so
+  # that the fill mode catches them like any other out-of-range id.
+  segment_ids = jnp.where(segment_ids < 0, per_segment.shape[0], segment_ids)
+  return per_segment.at[segment_ids].get(mode="fill", fill_value=fill_value)
+
+
+__all__: Sequence[str] = (
+    "dense_segment_ids",
+    "gather_segments",
+    "prefix_segment_ids",
+    "segment_count",
+    "segment_log_softmax",
+    "segment_logsumexp",
+    "segment_max",
+    "segment_mean",
+    "segment_sum",
+)
