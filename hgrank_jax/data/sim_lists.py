@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterator
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -35,6 +36,9 @@ from hgrank_jax.data.sim_config import SimulatorConfig
 from hgrank_jax.data.sim_world import LIST_STREAM, SimWorld, build_world, true_scores
 
 
+# Compiled as a whole: eager op-by-op dispatch would compile each of its ~15 ops
+# separately for every new shape, which costs seconds on a CPU.
+@jax.jit
 def list_utility(order, relevance, categories, *, position_bias, repeat_decay, item_weight=None):
   """True utility of final lists: ``sum_k theta_k r_{o_k} w_{o_k} gamma^{m_k}``.
 
