@@ -78,14 +78,13 @@ def residual_cascade(x: jax.Array, codebooks: jax.Array):
     ``[L, n, d]`` where ``residuals[l]`` is the vector level ``l`` quantised
     (``residuals[0] == x``); reconstruction ``[n, d]``, the sum of chosen codewords.
   """
-  residual = x
-  codes, residuals = [], []
-  for codebook in codebooks:
+  def level(residual, codebook):
     code = nearest_code(residual, codebook)
-    codes.append(code)
-    residuals.append(residual)
-    residual = residual - codebook[code]
-  return jnp.stack(codes, axis=-1), jnp.stack(residuals), x - residual
+    return residual - codebook[code], (code, residual)
+
+  # A scan keeps the compiled program the same size whatever L is.
+  left, (codes, residuals) = jax.lax.scan(level, x, codebooks)
+  return codes.T, residuals, x - left
 
 
 def ema_update(counts, sums, residuals, codes, valid, *, decay: float, eps: float):
@@ -157,8 +156,32 @@ def replace_dead_codes(codebook, counts, sums, residuals, valid, key, *,
   return codebook, counts, sums, dead
 
 
+def kmeans_plus_plus_seeds(points, valid, key, num_clusters: int):
+  """k-means++ seeding: each new seed is a valid row drawn with probability ~ D^2.
+
+  D is the distance to the nearest seed so far; when every valid row already
+  coincides with a seed, the draw is uniform over valid rows. Returns ``[K, d]``.
+  """
+  keys = jax.random.split(key, num_clusters)
+  uniform_logits = jnp.where(valid, 0.0, -jnp.inf)
+  first = points[jax.random.categorical(keys[0], uniform_logits)]
+  seeds = jnp.zeros((num_clusters, points.shape[-1]), points.dtype).at[0].set(first)
+  sq_dist = jnp.sum((points - first)**2, axis=-1)
+
+  def pick(k, carry):
+    seeds, sq_dist = carry
+    positive = valid & (sq_dist > 0)
+    logits = jnp.where(positive, jnp.log(jnp.where(positive, sq_dist, 1.0)), -jnp.inf)
+    logits = jnp.where(jnp.any(positive), logits, uniform_logits)
+    seed = points[jax.random.categorical(keys[k], logits)]
+    return seeds.at[k].set(seed), jnp.minimum(sq_dist, jnp.sum((points - seed)**2, axis=-1))
+
+  seeds, _ = jax.lax.fori_loop(1, num_clusters, pick, (seeds, sq_dist))
+  return seeds
+
+
 def kmeans(points, valid, key, num_clusters: int, num_iters: int):
-  """Lloyd's k-means on the valid rows, seeded with distinct random valid rows.
+  """Lloyd's k-means on the valid rows with k-means++ seeding.
 
   Args:
     points: ``[n, d]`` float; valid: ``[n]`` bool; key: PRNG key.
@@ -167,8 +190,6 @@ def kmeans(points, valid, key, num_clusters: int, num_iters: int):
   Returns:
     ``(centroids [K, d], sizes [K])``; an empty cluster keeps its previous centroid.
   """
-  order, num_valid = _shuffled_valid_rows(key, valid)
-  seeds = order[jnp.arange(num_clusters) % jnp.maximum(num_valid, 1)]
   weights = valid.astype(points.dtype)
 
   def assign(centroids):
@@ -181,7 +202,8 @@ def kmeans(points, valid, key, num_clusters: int, num_iters: int):
     sizes, sums = assign(centroids)
     return jnp.where(sizes[:, None] > 0, sums / jnp.maximum(sizes, 1.0)[:, None], centroids)
 
-  centroids = jax.lax.fori_loop(0, num_iters, lloyd_step, points[seeds])
+  seeds = kmeans_plus_plus_seeds(points, valid, key, num_clusters)
+  centroids = jax.lax.fori_loop(0, num_iters, lloyd_step, seeds)
   sizes, _ = assign(centroids)
   return centroids, sizes
 
@@ -205,19 +227,19 @@ def prefix_group_ids(codes: jax.Array, valid: jax.Array, codebook_size: int):
   if n * codebook_size >= 2**31 - 1:
     raise ValueError(f"prefix_group_ids: n * codebook_size = {n * codebook_size} overflows int32")
   sentinel = n * codebook_size
-  previous = jnp.zeros((n,), jnp.int32)
-  ids, occupied = [], []
-  for level in range(num_levels):
+
+  def level(previous, level_codes):
     # previous < n, so previous * K + code identifies the prefix without overflow.
-    key = jnp.where(valid, previous * codebook_size + codes[:, level].astype(jnp.int32), sentinel)
+    key = jnp.where(valid, previous * codebook_size + level_codes.astype(jnp.int32), sentinel)
     order = jnp.argsort(key)
     sorted_key = key[order]
     is_new = jnp.concatenate([jnp.ones((1,), bool), sorted_key[1:] != sorted_key[:-1]])
     dense = jnp.zeros((n,), jnp.int32).at[order].set(jnp.cumsum(is_new.astype(jnp.int32)) - 1)
-    occupied.append(jnp.sum((is_new & (sorted_key != sentinel)).astype(jnp.int32)))
-    ids.append(dense)
-    previous = dense
-  return jnp.stack(ids, axis=-1), jnp.stack(occupied)
+    occupied = jnp.sum((is_new & (sorted_key != sentinel)).astype(jnp.int32))
+    return dense, (dense, occupied)
+
+  _, (ids, occupied) = jax.lax.scan(level, jnp.zeros((n,), jnp.int32), codes.T)
+  return ids.T, occupied
 
 
 class ResidualVQ(nn.Module):
@@ -337,24 +359,19 @@ class ResidualVQ(nn.Module):
     codes, residuals, reconstruction = residual_cascade(flat, codebooks)
 
     if update:
-      new_books, new_counts, new_sums, dead = [], [], [], []
-      for level, level_key in enumerate(jax.random.split(dead_key, L)):
-        level_counts, level_sums, level_book = ema_update(
-            counts[level], sums[level], residuals[level], codes[:, level], valid,
-            decay=self.decay, eps=self.eps)
-        level_book, level_counts, level_sums, level_dead = replace_dead_codes(
-            level_book, level_counts, level_sums, residuals[level], valid, level_key,
-            threshold=self.dead_code_threshold, reset_count=self._reset_count())
-        new_books.append(level_book)
-        new_counts.append(level_counts)
-        new_sums.append(level_sums)
-        dead.append(level_dead)
-      codebook.value = jnp.stack(new_books)
-      ema_count.value = jnp.stack(new_counts)
-      ema_sum.value = jnp.stack(new_sums)
+      # Levels are independent once the cascade has fixed their residuals.
+      def update_level(counts, sums, residuals, codes, key):
+        counts, sums, book = ema_update(counts, sums, residuals, codes, valid,
+                                        decay=self.decay, eps=self.eps)
+        return replace_dead_codes(book, counts, sums, residuals, valid, key,
+                                  threshold=self.dead_code_threshold,
+                                  reset_count=self._reset_count())
+
+      new_books, new_counts, new_sums, dead = jax.vmap(update_level)(
+          counts, sums, residuals, codes.T, jax.random.split(dead_key, L))
+      codebook.value, ema_count.value, ema_sum.value = new_books, new_counts, new_sums
       initialized.value = jnp.array(True)
       step.value = step.value + 1
-      dead = jnp.stack(dead)
     else:
       dead = counts < self.dead_code_threshold
 
@@ -367,14 +384,11 @@ class ResidualVQ(nn.Module):
 
   def _kmeans_codebooks(self, flat, valid, key):
     """Codebooks, counts and sums from k-means on each level's residuals in turn."""
-    residual = flat
-    books, counts = [], []
-    for level_key in jax.random.split(key, self.num_levels):
+    def level(residual, level_key):
       centroids, sizes = kmeans(residual, valid, level_key, self.codebook_size, self.kmeans_iters)
-      residual = residual - centroids[nearest_code(residual, centroids)]
-      books.append(centroids)
-      counts.append(sizes)
-    books, counts = jnp.stack(books), jnp.stack(counts)
+      return residual - centroids[nearest_code(residual, centroids)], (centroids, sizes)
+
+    _, (books, counts) = jax.lax.scan(level, flat, jax.random.split(key, self.num_levels))
     return books, counts, books * counts[..., None]
 
   def _statistics(self, codes, residuals, reconstruction, flat, valid, dead):
