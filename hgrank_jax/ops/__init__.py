@@ -1,0 +1,15 @@
+"""Differentiable sorting and ranking operators (Layer 3 building blocks).
+
+``sorting`` holds the public relaxations (``soft_permutation``, ``soft_rank``,
+``soft_sort``, ``soft_topk_mask``) with methods softsort, neuralsort, ot, fast
+and hard; ``exposure`` turns them into expected per-category counts in the top
+k. The kernels live in ``isotonic`` (PAV and permutahedron projection),
+``fast_sort``, ``relaxed`` (dense matrices) and ``ot_sort`` (ott-jax).
+"""
+
+from hgrank_jax.ops.exposure import soft_category_exposure
+from hgrank_jax.ops.sorting import METHODS
+from hgrank_jax.ops.sorting import soft_permutation
+from hgrank_jax.ops.sorting import soft_rank
+from hgrank_jax.ops.sorting import soft_sort
+from hgrank_jax.ops.sorting import soft_topk_mask

@@ -1,0 +1,101 @@
+"""Soft category exposure: the expected count of each category among the top k.
+
+``soft_category_exposure`` weights every item by its soft membership of the top
+k (or, with ``position_weights``, by the expected weight of the position it
+takes, e.g. a DCG discount) and sums those weights per category. As the
+temperature goes to 0 it equals the hard count, so quota penalties built on it
+(``hgrank_jax.losses.quota``) become exact constraints in the limit.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hgrank_jax.ops import fast_sort
+from hgrank_jax.ops import sorting
+
+
+def _is_concrete(x):
+  return not isinstance(x, jax.core.Tracer)
+
+
+def _validate_categories(categories, num_categories):
+  """Eager range check; under jit out-of-range ids count toward no category."""
+  if _is_concrete(categories):
+    values = np.asarray(categories)
+    if values.size and (values.min() < 0 or values.max() >= num_categories):
+      raise ValueError(
+          f"categories must lie in [0, num_categories={num_categories}); got "
+          f"values in [{values.min()}, {values.max()}]. Under jit such ids "
+          "are not checked and count toward no category.")
+
+
+def _validate_position_weights(position_weights, k, method):
+  weights = jnp.asarray(position_weights)
+  if weights.shape != (k,):
+    raise ValueError(
+        f"position_weights must have shape (k,) = ({k},), got {weights.shape}.")
+  if method == "fast" and _is_concrete(position_weights):
+    values = np.asarray(position_weights, np.float64)
+    if (values < 0).any() or (np.diff(values) > 0).any():
+      raise ValueError(
+          "position_weights must be non-negative and non-increasing for "
+          "method='fast' (it projects onto their permutahedron); got "
+          f"{values}.")
+  return weights
+
+
+def soft_category_exposure(scores, categories, num_categories, k, *,
+                           method="fast", temperature=1.0,
+                           position_weights=None, where=None, **kwargs):
+  """Expected (optionally position-weighted) count of each category in the top k.
+
+  Args:
+    scores: float ``[..., n]``.
+    categories: int ``[..., n]`` category id of every item, in
+      ``[0, num_categories)``. Checked eagerly when concrete; under jit an
+      out-of-range id counts toward no category.
+    num_categories: static int C >= 1.
+    k: static int, 1 <= k <= n.
+    method, temperature, where, **kwargs: as for ``sorting.soft_topk_mask``.
+    position_weights: optional float ``[k]``, the weight of positions
+      0..k-1 (e.g. ``1 / log2(2 + arange(k))``). For ``method="fast"`` they
+      must be non-negative and non-increasing (checked when concrete).
+
+  Returns:
+    float ``[..., C]``. Without weights each entry is in [0, k] and the
+    entries sum to min(k, number of valid items) when every id is in range.
+
+  >>> soft_category_exposure(jnp.array([3.0, 2.0, 1.0]), jnp.array([0, 1, 0]),
+  ...                        2, 2, temperature=1e-3)
+  Array([1., 1.], dtype=float32)
+  """
+  if int(num_categories) != num_categories or num_categories < 1:
+    raise ValueError(f"num_categories must be a positive integer, got {num_categories!r}.")
+  _validate_categories(categories, num_categories)
+  options = sorting.make_options(method, temperature, **kwargs)
+  if position_weights is None:
+    item_weight = sorting.soft_topk_mask(
+        scores, k, method=method, temperature=temperature, where=where, **kwargs)
+  else:
+    prep = sorting.prepare(scores, where, options.scale_invariant)
+    n = prep.scores.shape[-1]
+    k = sorting._check_k(k, n)  # pylint: disable=protected-access
+    weights = _validate_position_weights(position_weights, k, options.method)
+    weights = weights.astype(prep.scores.dtype)
+    padded_weights = jnp.concatenate([weights, jnp.zeros((n - k,), weights.dtype)])
+    hard = jnp.where(prep.valid, padded_weights[prep.inverse], 0.0)
+    if options.method == "hard":
+      item_weight = hard
+    else:
+      if options.method == "fast":
+        soft = fast_sort.project_onto_weights(
+            prep.scores, prep.valid, prep.order, prep.inverse,
+            options.temperature, jnp.broadcast_to(padded_weights, prep.scores.shape))
+      else:
+        permutation = sorting.relaxed_permutation(prep, options)
+        soft = jnp.einsum("...ji,j->...i", permutation[..., :k, :], weights)
+        soft = jnp.where(prep.valid, soft, 0.0)
+      item_weight = sorting._straight_through(soft, hard, options)  # pylint: disable=protected-access
+  membership = jax.nn.one_hot(categories, num_categories, dtype=item_weight.dtype)
+  return jnp.einsum("...i,...ic->...c", item_weight, membership)
