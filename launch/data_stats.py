@@ -2,6 +2,11 @@ r"""Prints a dataset's summary: rows, users, items, positives per split, cold/wa
 
   python -m launch.data_stats --dataset kuairand_sig:given
   python -m launch.data_stats --dataset kuairand_sig:paper --seed 0 --json out.json
+  python -m launch.data_stats --dataset kuairand:pure --manual_dir ~/data/KuaiRand-Pure/data
+  python -m launch.data_stats --dataset movielens:1m --manual_dir ~/data/ml-1m
+
+Official datasets (kuairand, movielens, taobao_ad, taobao_userbehavior) read the
+files from --manual_dir; see docs/datasets.md for where to get them.
 """
 
 import json
@@ -14,12 +19,21 @@ from hgrank_jax.data.stats import format_table
 _DATASET = flags.DEFINE_string("dataset", "kuairand_sig:paper", "name[:view], e.g. kuairand_sig:given")
 _SEED = flags.DEFINE_integer("seed", 0, "split seed for views that re-split")
 _JSON = flags.DEFINE_string("json", None, "also write the numbers to this JSON file")
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None,
+                                  "directory with the official files (official datasets only)")
+_SKIP_MALFORMED = flags.DEFINE_bool("skip_malformed", False,
+                                    "skip and count malformed rows instead of failing")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  dataset = load_dataset(_DATASET.value, seed=_SEED.value)
+  kwargs = {}
+  if _MANUAL_DIR.value is not None:
+    kwargs["manual_dir"] = _MANUAL_DIR.value
+  if _SKIP_MALFORMED.value:
+    kwargs["skip_malformed"] = True
+  dataset = load_dataset(_DATASET.value, seed=_SEED.value, **kwargs)
   per_split = split_stats(dataset)
   groups = user_activity_groups(dataset)
   print(f"# {dataset.name}")

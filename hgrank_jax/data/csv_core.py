@@ -19,7 +19,6 @@ negative sentinels such as KuaiRand's ``-124``, and counts them.
 
 from __future__ import annotations
 
-import collections
 import csv
 import dataclasses
 import pathlib
@@ -79,8 +78,7 @@ def _split_lines(handle, delimiter: str, quoted: bool) -> Iterable[tuple[int, li
         yield line, text.split(delimiter)
 
 
-def _convert(values: list[str], kind: str, column: str, lines: np.ndarray,
-             path: pathlib.Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _convert(values: list[str], kind: str, column: str, path: pathlib.Path) -> tuple[np.ndarray, np.ndarray | None]:
   """Converts one column; returns (array, bool mask of unparsable rows or None)."""
   if kind == STR:
     return np.asarray([v.strip() for v in values], dtype=object), None
@@ -183,7 +181,7 @@ def read_csv(path: pathlib.Path | str, columns: Mapping[str, str], *,
   out: dict[str, np.ndarray] = {}
   keep = np.ones(len(lines), bool)
   for (name, kind), values in zip(columns.items(), raw):
-    array, bad = _convert(values, kind, name, lines, path)
+    array, bad = _convert(values, kind, name, path)
     if bad is not None and bad.any():
       if not skip_malformed:
         first_bad = int(np.argmax(bad))
@@ -300,8 +298,3 @@ def check_files(directory: pathlib.Path | str, expected: Mapping[str, str], *, d
         f"{dataset}: {len(missing)} expected file(s) missing in {directory}.\n"
         f"Expected files:\n{listing}\n{instructions}")
   return found
-
-
-def counter_to_info(counter: collections.Counter) -> dict[str, int]:
-  """Sorted plain dict of a counter (JSON-friendly)."""
-  return {str(k): int(v) for k, v in sorted(counter.items())}

@@ -3,6 +3,9 @@
 A name is ``dataset[:view]``. Each entry maps to a loader returning a
 :class:`~hgrank_jax.data.dataset.Dataset`; later loaders (the simulator, MovieLens,
 official KuaiRand and Taobao) register here so launchers and configs can name them.
+The official datasets (``kuairand:pure|1k|27k``, ``movielens:100k|1m``,
+``taobao_ad``, ``taobao_userbehavior``) read the files a user brings:
+``load_dataset("kuairand:pure", manual_dir=DIR)``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,23 @@ _LOADERS: dict[str, tuple[Callable[..., Dataset], tuple[str, ...], str]] = {
     "kuairand_sig": (lambda view, seed, **kw: kuairand_sig.load(view, seed=seed, **kw),
                      kuairand_sig.VIEWS, "paper"),
 }
+
+
+
+
+def _official_loader(name: str) -> Callable[..., Dataset]:
+  def loader(view, seed, **kwargs):
+    # Imported on use: TFDS takes seconds to import and the bundled data needs none of it.
+    from hgrank_jax.data import tfds_builders
+    return tfds_builders.load(name, view, seed=seed, **kwargs)
+  return loader
+
+
+_OFFICIAL = {"kuairand": (("pure", "1k", "27k"), "pure"), "movielens": (("100k", "1m"), "100k"),
+             "taobao_ad": (("default",), "default"),
+             "taobao_userbehavior": (("default",), "default")}
+for _name, (_views, _default) in _OFFICIAL.items():
+  _LOADERS[_name] = (_official_loader(_name), _views, _default)
 
 
 def register_dataset(name: str, loader: Callable[..., Dataset], views: tuple[str, ...],
