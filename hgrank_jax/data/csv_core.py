@@ -78,7 +78,8 @@ def _split_lines(handle, delimiter: str, quoted: bool) -> Iterable[tuple[int, li
         yield line, text.split(delimiter)
 
 
-def _convert(values: list[str], kind: str, column: str, path: pathlib.Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _convert(values: list[str], kind: str, column: str,
+             path: pathlib.Path) -> tuple[np.ndarray, np.ndarray | None]:
   """Converts one column; returns (array, bool mask of unparsable rows or None)."""
   if kind == STR:
     return np.asarray([v.strip() for v in values], dtype=object), None
