@@ -1,0 +1,15 @@
+"""Layer 2 blending: calibration, multipliers, order-preserving merge, shading and pacing.
+
+``calibration`` makes business lines' scores comparable, ``mixer`` applies
+personalised multipliers and merges the sorted business queues under page
+rules, ``shading`` turns a business's value into a PK score against a win-rate
+model, ``pacing`` tracks each business's shadow price with a PI(D) controller
+under platform governance, and ``simulate`` runs all of it on a stream of
+simulated traffic.
+"""
+
+from hgrank_jax.blend import calibration
+from hgrank_jax.blend.calibration import (expected_calibration_error, reliability_curve,
+                                          restore_params, save_params)
+from hgrank_jax.blend.mixer import (MultiplierNet, fit_multiplier_net, fit_segment_multipliers,
+                                    merge_queues, mix_scores)
