@@ -7,3 +7,6 @@ from hgrank_jax.data.registry import (available_datasets, load_dataset, parse_da
                                       register_dataset)
 from hgrank_jax.data.splits import per_user_split_sizes, split_rows
 from hgrank_jax.data.stats import split_stats, user_activity_groups
+from hgrank_jax.data.csv_core import CsvFormatError, MalformedRows, encode_categories, read_csv
+from hgrank_jax.data.pipeline import (BlockSource, StreamingBatcher, group_into_lists,
+                                      lists_from_rows, streaming_eval_batches)

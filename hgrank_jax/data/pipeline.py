@@ -224,8 +224,9 @@ class StreamingBatcher:
         sharding, window or list size.
     """
     current = self.get_state()
-    for key in ("seed", "num_rows", "global_batch_size", "process_index", "process_count",
-                "window_blocks", "list_size"):
+    # The unit (list_size) first: it also changes num_rows, and is the clearer cause.
+    for key in ("seed", "list_size", "window_blocks", "process_index", "process_count",
+                "global_batch_size", "num_rows"):
       if int(state[key]) != current[key]:
         raise ValueError(f"StreamingBatcher state was saved with {key}={state[key]}, "
                          f"but this batcher has {key}={current[key]}")
