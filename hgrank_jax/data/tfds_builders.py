@@ -59,9 +59,12 @@ def dataset_module(name: str):
   return module
 
 
-def read(name: str, config: str, manual_dir, *, skip_malformed: bool = False):
-  """``(spec, columns, info)`` of one official dataset read from ``manual_dir``."""
-  return dataset_module(name).read(manual_dir, config, skip_malformed=skip_malformed)
+def read(name: str, config: str, manual_dir, *, skip_malformed: bool = False, **options):
+  """``(spec, columns, info)`` of one official dataset read from ``manual_dir``.
+
+  ``options`` go to the dataset's reader (e.g. ``label_threshold`` for MovieLens).
+  """
+  return dataset_module(name).read(manual_dir, config, skip_malformed=skip_malformed, **options)
 
 
 def assign_splits(spec: FeatureSpec, columns: Mapping[str, np.ndarray], seed: int
@@ -82,14 +85,14 @@ def to_dataset(name: str, spec: FeatureSpec, columns: Mapping[str, np.ndarray], 
 
 
 def load(name: str, config: str, *, seed: int = 0, manual_dir=None,
-         skip_malformed: bool = False) -> Dataset:
+         skip_malformed: bool = False, **options) -> Dataset:
   """Reads an official dataset from ``manual_dir`` straight into memory (no TFDS build)."""
   if manual_dir is None:
     files = "\n".join(f"  {p}: {what}" for p, what in
                       dataset_module(name).expected_files(config).items())
     raise ValueError(f"{name}:{config} needs manual_dir=DIR holding the official files:\n{files}\n"
                      f"{dataset_module(name).INSTRUCTIONS}")
-  spec, columns, info = read(name, config, manual_dir, skip_malformed=skip_malformed)
+  spec, columns, info = read(name, config, manual_dir, skip_malformed=skip_malformed, **options)
   return to_dataset(f"{name}:{config}", spec, columns, info, seed=seed)
 
 
@@ -154,13 +157,15 @@ def builder_class(name: str) -> type:
       return None
 
     def __init__(self, *, split_seed: int = 0, skip_malformed: bool = False,
-                 block_rows: int = DEFAULT_BLOCK_ROWS, preloaded=None, **kwargs):
+                 block_rows: int = DEFAULT_BLOCK_ROWS, preloaded=None, reader_options=None,
+                 **kwargs):
       # `preloaded` = read(...) result: the features dict (dtypes, trailing shapes)
       # must be known in _info(), before generation, and reading twice is slow.
       self._split_seed = int(split_seed)
       self._skip_malformed = bool(skip_malformed)
       self._block_rows = int(block_rows)
       self._preloaded = preloaded
+      self._options = dict(reader_options or {})
       super().__init__(**kwargs)
 
     def _info(self):
@@ -187,6 +192,7 @@ def builder_class(name: str) -> type:
         layout[split] = [rows[b] for b in blocks], groups
       self.info.metadata.update({
           "spec": spec.to_dict(), "info": _jsonable(info), "split_seed": self._split_seed,
+          "reader_options": _jsonable(self._options),
           "block_rows": self._block_rows,
           "splits": {split: {"num_rows": int(len(indices[split])),
                              "rows_per_block": [int(len(b)) for b in blocks],
@@ -217,11 +223,12 @@ def _jsonable(value):
 
 
 def prepare(name: str, config: str, *, manual_dir, data_dir, split_seed: int = 0,
-            skip_malformed: bool = False, block_rows: int = DEFAULT_BLOCK_ROWS):
+            skip_malformed: bool = False, block_rows: int = DEFAULT_BLOCK_ROWS, **options):
   """Builds ``name:config`` into ``data_dir`` from the files in ``manual_dir`` (no download).
 
   An existing build with the same seed and block size is reused; a different one
-  is an error (use another ``data_dir``) rather than a silent mix.
+  is an error (use another ``data_dir``) rather than a silent mix. ``options``
+  go to the dataset's reader and are recorded in the metadata.
 
   Returns:
     The TFDS builder; ``builder.as_data_source()[split]`` reads blocks.
@@ -236,16 +243,19 @@ def prepare(name: str, config: str, *, manual_dir, data_dir, split_seed: int = 0
   existing = open_builder(name, config, data_dir=data_dir, must_exist=False)
   if existing is not None:
     metadata = existing.info.metadata
-    if (metadata.get("split_seed"), metadata.get("block_rows")) != (split_seed, block_rows):
-      raise ValueError(
-          f"{existing.data_dir} was prepared with split_seed={metadata.get('split_seed')}, "
-          f"block_rows={metadata.get('block_rows')}; asked for split_seed={split_seed}, "
-          f"block_rows={block_rows}. Use another data_dir.")
+    asked = {"split_seed": split_seed, "block_rows": block_rows,
+             "reader_options": _jsonable(options)}
+    have = {key: metadata.get(key, {} if key == "reader_options" else None) for key in asked}
+    if have != asked:
+      describe = lambda d: ", ".join(f"{k}={v}" for k, v in d.items())
+      raise ValueError(f"{existing.data_dir} was prepared with {describe(have)}; asked for "
+                       f"{describe(asked)}. Use another data_dir.")
     return existing
-  preloaded = read(name, config, manual_dir, skip_malformed=skip_malformed)
+  preloaded = read(name, config, manual_dir, skip_malformed=skip_malformed, **options)
   builder = builder_class(name)(config=config, data_dir=data_dir, file_format="array_record",
                                 split_seed=split_seed, skip_malformed=skip_malformed,
-                                block_rows=block_rows, preloaded=preloaded)
+                                block_rows=block_rows, preloaded=preloaded,
+                                reader_options=options)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=str(manual_dir), download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
   return open_builder(name, config, data_dir=data_dir)

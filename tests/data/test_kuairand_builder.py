@@ -251,7 +251,7 @@ def test_tfds_build_holds_the_same_rows_in_blocks_of_whole_users(kuairand_dir, t
   # Same arguments reuse the build; other ones are refused rather than mixed.
   tfds_builders.prepare("kuairand", "pure", manual_dir=directory, data_dir=tmp_path,
                         split_seed=3, block_rows=64)
-  with pytest.raises(ValueError, match="split_seed=3, block_rows=64; asked for split_seed=4"):
+  with pytest.raises(ValueError, match="split_seed=3, block_rows=64, reader_options={}; asked for split_seed=4"):
     tfds_builders.prepare("kuairand", "pure", manual_dir=directory, data_dir=tmp_path,
                           split_seed=4, block_rows=64)
 
