@@ -1,0 +1,203 @@
+"""Hierarchical group-wise ranking loss (GroupCE, paper Eq. 9).
+
+Users are grouped by prefixes of their hierarchical codes: at level ``l`` the
+rows whose first ``l`` codes agree form one group, and ListCE (Eq. 8) is applied
+within every group. Deeper levels hold more similar users and so harder
+negatives. Levels are balanced by learned uncertainties (Kendall et al.):
+``sum_l exp(-2 log_sigma_l) / 2 * ListCE_l + log_sigma_l``.
+
+Group ids come from one lexicographic sort of the code matrix
+(:func:`hgrank_jax.ops.segments.prefix_segment_ids`), so time is O(n log n) and
+memory O(n) in the batch size, independent of the ``K**L`` possible prefixes.
+"""
+
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hgrank_jax.losses import _common
+from hgrank_jax.losses.listwise import LABEL_EPSILON
+from hgrank_jax.losses.listwise import segment_cross_entropy
+from hgrank_jax.ops import segments as seg
+
+Array = jax.Array
+
+
+def _check_codes_static(codes, list_shape):
+  """Trace-time checks of the codes' dtype and shape."""
+  if not jnp.issubdtype(codes.dtype, jnp.integer):
+    raise TypeError(f"codes must hold integers, got dtype {codes.dtype}")
+  if codes.ndim != len(list_shape) + 1 or codes.shape[:-1] != tuple(list_shape):
+    raise ValueError(
+        f"codes must have shape {tuple(list_shape)} + (L,) to match logits, "
+        f"got {codes.shape}")
+  if codes.shape[-1] < 1:
+    raise ValueError("codes must have at least one level (L >= 1), got "
+                     f"shape {codes.shape}")
+
+
+def _check_code_values(codes, codebook_size: Optional[int]):
+  """Eager range check; under jit values are unknown and grouping by sorting
+  stays well defined for any integer code, so nothing is checked there."""
+  if (not _common.is_concrete(codes) or not np.size(codes)
+      or not jnp.issubdtype(jnp.result_type(codes), jnp.integer)):
+    return  # Dtype problems are reported by the trace-time check.
+  values = np.asarray(codes)
+  low, high = int(values.min()), int(values.max())
+  if low < 0 or (codebook_size is not None and high >= codebook_size):
+    bound = f"[0, {codebook_size})" if codebook_size is not None else "[0, K)"
+    raise ValueError(
+        f"codes must lie in {bound}, got values from {low} to {high}")
+
+
+@functools.partial(jax.jit, static_argnames=("eps",))
+def _per_level_list_ce(logits, labels, codes, where, segments, eps):
+  logits, labels, valid, segments = _common.prepare(logits, labels, where,
+                                                    segments)
+  codes = jnp.asarray(codes)
+  _check_codes_static(codes, logits.shape)
+  num_levels = codes.shape[-1]
+  total = int(np.prod(logits.shape))
+  list_size = logits.shape[-1]
+  num_lists = total // list_size if list_size else 0
+  outer = [jnp.repeat(jnp.arange(num_lists, dtype=jnp.int32), list_size)]
+  if segments is not None:
+    outer.append(segments.reshape(-1).astype(jnp.int32))
+  flat_valid = valid.reshape(-1)
+  level_ids, _ = seg.prefix_segment_ids(
+      codes.reshape(total, num_levels), where=flat_valid,
+      outer_keys=jnp.stack(outer, axis=1))
+  log_scores = jax.nn.log_sigmoid(logits).reshape(-1)
+  flat_labels = labels.reshape(-1)
+  num_segments = max(total, 1)
+  return jnp.stack([
+      segment_cross_entropy(log_scores, flat_labels, level_ids[level],
+                            num_segments, where=flat_valid, eps=eps)
+      for level in range(num_levels)
+  ])
+
+
+def per_level_list_ce(
+    logits: Array,
+    labels: Array,
+    *,
+    codes: Array,
+    where: Optional[Array] = None,
+    segments: Optional[Array] = None,
+    codebook_size: Optional[int] = None,
+    eps: float = LABEL_EPSILON,
+) -> Array:
+  r"""ListCE within code-prefix groups, one value per level: ``[L]``.
+
+  Entry :math:`l-1` is Eq. 8 with groups :math:`G^{(l)}_m` = rows whose first
+  :math:`l` codes agree (and, when given, whose ``segments`` agree and which
+  sit in the same leading-axis list).
+
+  Args:
+    logits: ``[..., n]`` float logits.
+    labels: ``[..., n]`` non-negative labels.
+    codes: ``[..., n, L]`` integer user codes in ``[0, K)``.
+    where: optional ``[..., n]`` bool mask.
+    segments: optional ``[..., n]`` int ids that split every group further.
+    codebook_size: optional K; when given and ``codes`` is concrete, values are
+      checked against ``[0, K)`` (negative codes are always rejected eagerly).
+    eps: label normaliser :math:`\epsilon`.
+
+  Returns:
+    ``[L]`` array of per-level ListCE values.
+
+  >>> import jax.numpy as jnp
+  >>> codes = jnp.array([[0, 0], [0, 1], [1, 0], [1, 0]])
+  >>> values = per_level_list_ce(jnp.zeros(4), jnp.array([1., 0., 1., 0.]),
+  ...                            codes=codes)
+  >>> print([round(float(v), 4) for v in values])  # level 2: {0}, {1}, {2, 3}
+  [0.6931, 0.231]
+  """
+  if codebook_size is not None and (
+      isinstance(codebook_size, bool)
+      or not isinstance(codebook_size, (int, np.integer)) or codebook_size < 1):
+    raise ValueError(f"codebook_size must be an int >= 1, got {codebook_size}")
+  _check_code_values(codes, codebook_size)
+  return _per_level_list_ce(logits, labels, codes, where, segments, eps)
+
+
+@jax.jit
+def uncertainty_weighted_sum(level_losses: Array, log_sigma: Array) -> Array:
+  r"""Kendall-style weighting :math:`\sum_l e^{-2\log\sigma_l}/2 \cdot L_l +
+  \log\sigma_l`.
+
+  For fixed :math:`L_l > 0` the minimum over :math:`\log\sigma_l` is at
+  :math:`\sigma_l^2 = L_l`. If some :math:`L_l = 0` (for example a batch
+  without positives) the term decreases without bound in :math:`\log\sigma_l`,
+  as in Eq. 9 itself.
+
+  >>> import jax.numpy as jnp
+  >>> print(uncertainty_weighted_sum(jnp.array([2., 4.]), jnp.zeros(2)))
+  3.0
+  """
+  level_losses = jnp.asarray(level_losses)
+  log_sigma = jnp.asarray(log_sigma)
+  _common.check_same_shape("log_sigma", log_sigma, level_losses.shape,
+                           "the number of code levels")
+  return jnp.sum(0.5 * jnp.exp(-2.0 * log_sigma) * level_losses + log_sigma)
+
+
+def group_ce(
+    logits: Array,
+    labels: Array,
+    *,
+    codes: Array,
+    log_sigma: Array,
+    where: Optional[Array] = None,
+    segments: Optional[Array] = None,
+    codebook_size: Optional[int] = None,
+    eps: float = LABEL_EPSILON,
+) -> Array:
+  r"""Hierarchical group-wise ListCE with uncertainty weights (paper Eq. 9).
+
+  .. math::
+      \mathcal{L} = \sum_{l=1}^{L} \Big(\frac{1}{2\sigma_l^2}
+                    \mathrm{ListCE}^{(l)}(s, y) + \log\sigma_l\Big),
+      \qquad \frac{1}{2\sigma_l^2} = \tfrac12 e^{-2\log\sigma_l}
+
+  where :math:`\mathrm{ListCE}^{(l)}` (Eq. 8, :func:`per_level_list_ce`) groups
+  rows whose first :math:`l` codes agree. There is no whole-batch level
+  :math:`l = 0`; add :func:`list_ce` separately if you want one.
+
+  Args:
+    logits: ``[..., n]`` float logits.
+    labels: ``[..., n]`` non-negative labels.
+    codes: ``[..., n, L]`` integer codes in ``[0, K)``, e.g. from ResidualVQ.
+    log_sigma: ``[L]`` float learnable :math:`\log\sigma_l` (0 gives weight
+      1/2 per level).
+    where: optional ``[..., n]`` bool mask.
+    segments: optional ``[..., n]`` int ids that split every group further.
+    codebook_size: optional K for an eager range check of ``codes``.
+    eps: label normaliser :math:`\epsilon`.
+
+  Returns:
+    Scalar loss. With every row masked each ListCE is 0 and the result is
+    :math:`\sum_l \log\sigma_l` (0 at the default ``log_sigma = 0``).
+
+  >>> import jax.numpy as jnp
+  >>> codes = jnp.array([[0, 0], [0, 1], [1, 0], [1, 0]])
+  >>> loss = group_ce(jnp.zeros(4), jnp.array([1., 0., 1., 0.]), codes=codes,
+  ...                 log_sigma=jnp.zeros(2))
+  >>> print(round(float(loss), 4))  # (0.6931 + 0.2310) / 2
+  0.4621
+  """
+  log_sigma = jnp.asarray(log_sigma)
+  codes_shape = jnp.shape(codes)
+  if log_sigma.ndim != 1 or (codes_shape and
+                             log_sigma.shape[0] != codes_shape[-1]):
+    raise ValueError(
+        "log_sigma must have shape (L,) with L = codes.shape[-1] = "
+        f"{codes_shape[-1] if codes_shape else '?'}, got {log_sigma.shape}")
+  level_losses = per_level_list_ce(
+      logits, labels, codes=codes, where=where, segments=segments,
+      codebook_size=codebook_size, eps=eps)
+  return uncertainty_weighted_sum(level_losses, log_sigma.astype(
+      level_losses.dtype))
