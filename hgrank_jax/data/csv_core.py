@@ -240,13 +240,16 @@ def encode_categories(raw: np.ndarray, vocabulary: Sequence[str] | None = None
     (ids int32 ``[n]`` in ``[0, len(vocabulary) + 1)``, vocabulary, number of
     unknown rows). A value outside a given vocabulary also maps to 0.
   """
-  normalised = [normalise_category(str(v)) for v in raw]
-  unknown = np.fromiter((is_unknown(v) for v in normalised), bool, len(normalised))
+  # Encode the distinct raw strings only: logs repeat a handful of values millions of times.
+  distinct, inverse = np.unique(np.asarray(raw).astype(str), return_inverse=True)
+  normalised = [normalise_category(v) for v in distinct.tolist()]
+  unknown = [is_unknown(v) for v in normalised]
   if vocabulary is None:
     vocabulary = sorted_vocabulary(v for v, u in zip(normalised, unknown) if not u)
   index = {v: i + 1 for i, v in enumerate(vocabulary)}
-  ids = np.fromiter((0 if u else index.get(v, UNKNOWN_ID) for v, u in zip(normalised, unknown)),
-                    np.int32, len(normalised))
+  distinct_ids = np.fromiter((UNKNOWN_ID if u else index.get(v, UNKNOWN_ID)
+                              for v, u in zip(normalised, unknown)), np.int32, len(normalised))
+  ids = distinct_ids[inverse.reshape(-1)] if len(distinct) else np.zeros(0, np.int32)
   return ids, list(vocabulary), int((ids == UNKNOWN_ID).sum())
 
 

@@ -139,14 +139,14 @@ def _tensor_features(columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
 @functools.cache
 def builder_class(name: str) -> type:
   """The TFDS builder class of official dataset ``name`` (created once, unregistered)."""
-  module_name, configs = BUILDERS[name]
+  configs = BUILDERS[name][1]
 
   class OfficialBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Builds ``name`` from the official files in ``manual_dir``; see the module docstring."""
 
     VERSION = tfds.core.Version(VERSION)
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=c) for c in configs]
-    MANUAL_DOWNLOAD_INSTRUCTIONS = importlib.import_module(module_name).INSTRUCTIONS
+    MANUAL_DOWNLOAD_INSTRUCTIONS = dataset_module(name).INSTRUCTIONS
 
     @tfds.core.utils.classproperty
     @classmethod
@@ -183,6 +183,10 @@ def builder_class(name: str) -> type:
                          "reads the official files first")
       spec, columns, info = self._preloaded
       indices = assign_splits(spec, columns, self._split_seed)
+      empty = [split for split, rows in indices.items() if not len(rows)]
+      if empty:  # TFDS cannot write a split without records
+        raise ValueError(f"{name}: split(s) {empty} get no rows from the per-user 70/10/20 "
+                         f"split of {len(columns[spec.label])} rows; the data is too small")
       order_key = columns.get("time_ms", columns.get("timestamp"))
       layout = {}
       for split, rows in indices.items():
