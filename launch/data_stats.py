@@ -6,7 +6,12 @@ r"""Prints a dataset's summary: rows, users, items, positives per split, cold/wa
   python -m launch.data_stats --dataset movielens:1m --manual_dir ~/data/ml-1m
 
 Official datasets (kuairand, movielens, taobao_ad, taobao_userbehavior) read the
-files from --manual_dir; see docs/datasets.md for where to get them.
+files from --manual_dir; see docs/datasets.md for where to get them. With
+--tfds_dir they are also prepared there as TFDS array_record blocks for the
+streaming pipeline (hgrank_jax.data.pipeline), and the summary is read back
+from that build:
+
+  python -m launch.data_stats --dataset kuairand:pure --manual_dir DIR --tfds_dir ~/tfds
 """
 
 import json
@@ -21,6 +26,9 @@ _SEED = flags.DEFINE_integer("seed", 0, "split seed for views that re-split")
 _JSON = flags.DEFINE_string("json", None, "also write the numbers to this JSON file")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None,
                                   "directory with the official files (official datasets only)")
+_TFDS_DIR = flags.DEFINE_string("tfds_dir", None,
+                                 "prepare the official dataset as TFDS array_record here "
+                                 "(split with --seed) and summarise the build")
 _SKIP_MALFORMED = flags.DEFINE_bool("skip_malformed", False,
                                     "skip and count malformed rows instead of failing")
 
@@ -33,7 +41,17 @@ def main(argv):
     kwargs["manual_dir"] = _MANUAL_DIR.value
   if _SKIP_MALFORMED.value:
     kwargs["skip_malformed"] = True
-  dataset = load_dataset(_DATASET.value, seed=_SEED.value, **kwargs)
+  if _TFDS_DIR.value is not None:
+    from hgrank_jax.data import parse_dataset_name, tfds_builders
+    name, view = parse_dataset_name(_DATASET.value)
+    if name not in tfds_builders.BUILDERS or _MANUAL_DIR.value is None:
+      raise app.UsageError("--tfds_dir needs an official dataset "
+                           f"({sorted(tfds_builders.BUILDERS)}) and --manual_dir")
+    tfds_builders.prepare(name, view, manual_dir=_MANUAL_DIR.value, data_dir=_TFDS_DIR.value,
+                          split_seed=_SEED.value, skip_malformed=_SKIP_MALFORMED.value)
+    dataset = tfds_builders.load_prepared(name, view, data_dir=_TFDS_DIR.value)
+  else:
+    dataset = load_dataset(_DATASET.value, seed=_SEED.value, **kwargs)
   per_split = split_stats(dataset)
   groups = user_activity_groups(dataset)
   print(f"# {dataset.name}")

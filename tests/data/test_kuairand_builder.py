@@ -269,3 +269,11 @@ def test_data_stats_with_manual_dir(kuairand_dir, tmp_path):
   assert sum(s["rows"] for s in stats["splits"].values()) == len(log_rows)
   clicks = sum(r["is_click"] for r in log_rows)
   assert sum(s["positives"] for s in stats["splits"].values()) == clicks
+  # --tfds_dir prepares the array_record build and summarises it: the same splits.
+  result = subprocess.run(
+      [sys.executable, "-m", "launch.data_stats", "--dataset", "kuairand:pure", "--manual_dir",
+       str(directory), "--tfds_dir", str(tmp_path / "tfds"), "--json", str(tmp_path / "t.json")],
+      cwd=ROOT, capture_output=True, text=True, timeout=120, env=os.environ.copy())
+  assert result.returncode == 0, result.stderr
+  assert (tmp_path / "tfds" / "hgrank_kuairand" / "pure" / "1.0.0" / "dataset_info.json").is_file()
+  assert json.loads((tmp_path / "t.json").read_text())["splits"] == stats["splits"]
