@@ -6,6 +6,7 @@ text) order get ids 1..K, and empty, UNKNOWN or negative-sentinel values get 0.
 """
 
 import csv
+import json
 import math
 import os
 import pathlib
@@ -264,16 +265,23 @@ def test_data_stats_with_manual_dir(kuairand_dir, tmp_path):
       cwd=ROOT, capture_output=True, text=True, timeout=120, env=os.environ.copy())
   assert result.returncode == 0, result.stderr
   assert "# kuairand:pure" in result.stdout and "random_exposure_rows: 300" in result.stdout
-  import json
   stats = json.loads((tmp_path / "s.json").read_text())
   assert sum(s["rows"] for s in stats["splits"].values()) == len(log_rows)
   clicks = sum(r["is_click"] for r in log_rows)
   assert sum(s["positives"] for s in stats["splits"].values()) == clicks
+
+
+def test_data_stats_prepares_a_tfds_build(kuairand_dir, tmp_path):
   # --tfds_dir prepares the array_record build and summarises it: the same splits.
+  directory, _ = kuairand_dir
   result = subprocess.run(
       [sys.executable, "-m", "launch.data_stats", "--dataset", "kuairand:pure", "--manual_dir",
        str(directory), "--tfds_dir", str(tmp_path / "tfds"), "--json", str(tmp_path / "t.json")],
       cwd=ROOT, capture_output=True, text=True, timeout=120, env=os.environ.copy())
   assert result.returncode == 0, result.stderr
   assert (tmp_path / "tfds" / "hgrank_kuairand" / "pure" / "1.0.0" / "dataset_info.json").is_file()
-  assert json.loads((tmp_path / "t.json").read_text())["splits"] == stats["splits"]
+  direct = tfds_builders.load("kuairand", "pure", seed=0, manual_dir=directory)
+  splits = json.loads((tmp_path / "t.json").read_text())["splits"]
+  for split in ("train", "valid", "test"):
+    assert splits[split]["rows"] == direct.num_rows(split)
+    assert splits[split]["positives"] == int(direct.split(split)["is_click"].sum())
