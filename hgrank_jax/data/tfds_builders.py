@@ -64,6 +64,7 @@ def read(name: str, config: str, manual_dir, *, skip_malformed: bool = False, **
 
   ``options`` go to the dataset's reader (e.g. ``label_threshold`` for MovieLens).
   """
+  manual_dir = pathlib.Path(manual_dir).expanduser()
   return dataset_module(name).read(manual_dir, config, skip_malformed=skip_malformed, **options)
 
 
@@ -241,6 +242,7 @@ def prepare(name: str, config: str, *, manual_dir, data_dir, split_seed: int = 0
     FileNotFoundError: naming every expected file and where to obtain it.
   """
   module = dataset_module(name)
+  manual_dir, data_dir = pathlib.Path(manual_dir).expanduser(), pathlib.Path(data_dir).expanduser()
   from hgrank_jax.data import csv_core  # local: keeps the import graph one-way
   csv_core.check_files(manual_dir, module.expected_files(config), dataset=f"{name}:{config}",
                        instructions=module.INSTRUCTIONS)
@@ -267,6 +269,7 @@ def prepare(name: str, config: str, *, manual_dir, data_dir, split_seed: int = 0
 
 def open_builder(name: str, config: str, *, data_dir, must_exist: bool = True):
   """The builder of a prepared dataset in ``data_dir`` (None if absent and not must_exist)."""
+  data_dir = pathlib.Path(data_dir).expanduser()
   builder = builder_class(name)(config=config, data_dir=data_dir)
   if not pathlib.Path(builder.data_dir, "dataset_info.json").is_file():
     if must_exist:
