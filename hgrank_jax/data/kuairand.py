@@ -66,8 +66,14 @@ def expected_files(config: str) -> dict[str, str]:
           f"video_features_basic{s}.csv": "video side features (tag = comma list of category ids)"}
 
 
-def read_user_features(path: pathlib.Path) -> tuple[dict[str, np.ndarray], dict, dict]:
-  """Encodes ``user_features_*.csv``.
+def _read_parts(paths: list[pathlib.Path], kinds: dict[str, str]) -> dict[str, np.ndarray]:
+  """Reads one table that may ship in several part files (27K), concatenated in name order."""
+  parts = [csv_core.read_csv(path, kinds) for path in paths]
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def read_user_features(paths: list[pathlib.Path]) -> tuple[dict[str, np.ndarray], dict, dict]:
+  """Encodes ``user_features_*.csv`` (one file or its parts).
 
   Returns:
     (table, vocab_sizes, unknown_counts): table has ``user_id`` int64 ``[U]``,
@@ -76,7 +82,7 @@ def read_user_features(path: pathlib.Path) -> tuple[dict[str, np.ndarray], dict,
   """
   kinds = {"user_id": csv_core.INT, **{c: csv_core.STR for c in USER_CATEGORICAL},
            **{c: csv_core.FLOAT for c in USER_COUNTS}}
-  raw = csv_core.read_csv(path, kinds)
+  raw = _read_parts(paths, kinds)
   table, vocab_sizes, unknown = {"user_id": raw["user_id"]}, {}, {}
   for name in USER_CATEGORICAL:
     table[name], vocabulary, unknown[name] = csv_core.encode_categories(raw[name])
@@ -94,8 +100,8 @@ def first_tags(tags: np.ndarray) -> np.ndarray:
   return np.asarray([t.split(",")[0].strip() for t in tags], dtype=object)
 
 
-def read_video_features(path: pathlib.Path) -> tuple[dict[str, np.ndarray], dict, dict]:
-  """Encodes ``video_features_basic_*.csv``.
+def read_video_features(paths: list[pathlib.Path]) -> tuple[dict[str, np.ndarray], dict, dict]:
+  """Encodes ``video_features_basic_*.csv`` (one file or its parts).
 
   Returns:
     (table, vocab_sizes, unknown_counts): table has ``video_id`` int64 ``[V]``,
@@ -104,7 +110,7 @@ def read_video_features(path: pathlib.Path) -> tuple[dict[str, np.ndarray], dict
   """
   kinds = {"video_id": csv_core.INT, "tag": csv_core.STR, "video_duration": csv_core.FLOAT,
            **{c: csv_core.STR for c in VIDEO_CATEGORICAL}}
-  raw = csv_core.read_csv(path, kinds)
+  raw = _read_parts(paths, kinds)
   table, vocab_sizes, unknown = {"video_id": raw["video_id"]}, {}, {}
   table["category"], vocabulary, unknown["category"] = csv_core.encode_categories(
       first_tags(raw["tag"]))
@@ -183,9 +189,11 @@ def read(manual_dir: pathlib.Path | str, config: str = "pure", *, skip_malformed
                                instructions=INSTRUCTIONS)
   s = _SUFFIX[config]
   log_paths = files[f"log_standard_*{s}.csv"] + files[f"log_random_*{s}.csv"]
-  users, user_vocab, user_unknown = read_user_features(files[f"user_features{s}.csv"][0])
-  videos, video_vocab, video_unknown = read_video_features(
-      files[f"video_features_basic{s}.csv"][0])
+  users, user_vocab, user_unknown = read_user_features(files[f"user_features{s}.csv"])
+  videos, video_vocab, video_unknown = read_video_features(files[f"video_features_basic{s}.csv"])
+  for table, key, file_kind in ((users, "user_id", "user"), (videos, "video_id", "video")):
+    if len(np.unique(table[key])) != len(table[key]):
+      raise csv_core.CsvFormatError(f"kuairand:{config}: the {file_kind} features repeat a {key}")
   report, rows_per_file = csv_core.MalformedRows(), {}
   logs = _read_logs(log_paths, skip_malformed, report, rows_per_file)
   names = [p.name for p in log_paths]

@@ -10,7 +10,9 @@ that does not fit in memory, reading only one process's share of the records.
   contiguous range per process (grain's ``ShardOptions`` rule: the remainder goes
   to the first shards); each process yields ``global_batch / process_count``
   units per step and the steps per epoch are the same on every process (the
-  one with fewer units pads with masked ones).
+  one with fewer units pads with masked ones). Padding units hold zeros (every
+  categorical id 0 is in range); ArrayBatcher repeats a real row instead, so
+  compare batches on ``mask`` only.
 * Shuffling (training): epoch ``e`` of process ``p`` permutes its blocks with
   ``default_rng([seed, e, p])``, groups them into windows of ``window_blocks``
   blocks and permutes the units inside window ``w`` with

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-from hgrank_jax.data import csv_core, kuairand, tfds_builders
+from hgrank_jax.data import available_datasets, csv_core, kuairand, tfds_builders
 
 FIXTURE = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "kuairand_pure"
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -285,3 +285,25 @@ def test_data_stats_prepares_a_tfds_build(kuairand_dir, tmp_path):
   for split in ("train", "valid", "test"):
     assert splits[split]["rows"] == direct.num_rows(split)
     assert splits[split]["positives"] == int(direct.split(split)["is_click"].sum())
+
+
+def test_every_builder_is_registered_with_its_configs():
+  registered = available_datasets()
+  for name, (_, configs) in tfds_builders.BUILDERS.items():
+    assert registered[name] == configs, name
+
+
+def test_27k_reads_every_part_file(tmp_path):
+  rows = write_kuairand(tmp_path, rows_per_file=(30, 20, 10))
+  renames = {"user_features_pure.csv": "user_features_27k.csv",
+             "video_features_basic_pure.csv": "video_features_basic_27k.csv",
+             LOG_FILES[0]: "log_standard_4_08_to_4_21_27k_part1.csv",
+             LOG_FILES[1]: "log_standard_4_08_to_4_21_27k_part2.csv",
+             LOG_FILES[2]: "log_random_4_22_to_5_08_27k.csv"}
+  for old, new in renames.items():
+    (tmp_path / old).rename(tmp_path / new)
+  _, columns, info = kuairand.read(tmp_path, "27k")
+  assert columns["time_ms"].tolist() == [r["time_ms"] for r in rows]
+  assert list(info["log_rows_per_file"].values()) == [30, 20, 10]
+  with pytest.raises(FileNotFoundError, match="MISSING log_standard_\\*_pure.csv"):
+    kuairand.read(tmp_path, "pure")
