@@ -20,6 +20,7 @@ import pytest
 from scipy import stats
 
 from hgrank_jax.data import synthetic
+from hgrank_jax.data.sim_world import GuidedInverseCdf
 from hgrank_jax.data.synthetic import (SimulatorConfig, build_world, concat_log_chunks,
                                        config_for_view, iter_log_chunks, iter_list_chunks,
                                        list_chunk, list_utility, log_chunk, make_dataset,
@@ -126,6 +127,19 @@ def test_user_interests_follow_main_secondary_and_cluster_structure():
   for user in range(5):
     counts = np.bincount(drawn[users == user], minlength=config.num_categories)
     assert stats.chisquare(counts, 20000 * interest[user]).pvalue > 0.001
+
+
+def test_guided_inverse_cdf_equals_searchsorted():
+  rng = np.random.default_rng(0)
+  weights = rng.lognormal(0.0, 2.0, size=5000)
+  weights[[0, 7, 8, 4999]] = 0.0  # zero-weight entries must never be drawn
+  sampler = GuidedInverseCdf(weights)
+  boundaries = np.concatenate([sampler.cdf, np.nextafter(sampler.cdf, 0)])
+  targets = np.concatenate([rng.random(100000) * sampler.total, [0.0],
+                            boundaries[boundaries < sampler.total]])
+  np.testing.assert_array_equal(sampler(targets), np.searchsorted(sampler.cdf, targets, side="right"))
+  drawn = sampler(rng.random(200000) * sampler.total)
+  assert not np.isin(drawn, [0, 7, 8, 4999]).any()
 
 
 # -------------------------------------------------------------- pointwise logs
