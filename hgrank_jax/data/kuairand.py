@@ -233,7 +233,8 @@ def read(manual_dir: pathlib.Path | str, config: str = "pure", *, skip_malformed
                       {**user_vocab, **video_vocab}, num_tabs)
   info = {"source": "KuaiRand (Gao et al., CIKM 2022), https://kuairand.com, CC BY-SA 4.0",
           "config": config, "manual_dir": str(manual_dir), "log_rows_per_file": rows_per_file,
-          "rows": int(len(columns["user_id"])), "random_exposure_rows": int(columns["is_rand"].sum()),
+          "rows": int(len(columns["user_id"])),
+          "random_exposure_rows": int(columns["is_rand"].sum()),
           "unknown_values": {"user_features": user_unknown, "video_features": video_unknown},
           "videos_without_tag": int(video_unknown["category"]),
           "skipped_rows": report.to_info(), "extra_columns": ["is_rand", "time_ms", "date"]}

@@ -156,7 +156,8 @@ def read(manual_dir: pathlib.Path | str, config: str = "100k", *, skip_malformed
 
   has_genre = genres.sum(axis=1) > 0
   first_genre = np.where(has_genre, genres.argmax(axis=1) + 1, 0).astype(np.int32)
-  columns = {"user_id": ratings["user"].astype(np.int32), "item_id": ratings["item"].astype(np.int32),
+  columns = {"user_id": ratings["user"].astype(np.int32),
+             "item_id": ratings["item"].astype(np.int32),
              "category": first_genre[movie_row], "genres": genres[movie_row]}
   vocab_sizes, unknown = {}, {}
   for name, raw in (("gender", users["gender"]), ("age", users["age_group"]),

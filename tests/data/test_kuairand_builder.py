@@ -209,7 +209,8 @@ def test_wrong_header_and_empty_file(tmp_path):
   write_kuairand(tmp_path, rows_per_file=(5, 5, 5))
   path = tmp_path / LOG_FILES[2]
   _replace_line(path, 1, ",".join(kuairand.LOG_HEADER).replace("is_click", "click"))
-  with pytest.raises(csv_core.CsvFormatError, match=r"lacks the expected column\(s\) \['is_click'\]"):
+  with pytest.raises(csv_core.CsvFormatError,
+                     match=r"lacks the expected column\(s\) \['is_click'\]"):
     kuairand.read(tmp_path, "pure")
   path.write_text("")
   with pytest.raises(csv_core.CsvFormatError, match=f"{LOG_FILES[2]}: the file is empty"):
@@ -252,7 +253,8 @@ def test_tfds_build_holds_the_same_rows_in_blocks_of_whole_users(kuairand_dir, t
   # Same arguments reuse the build; other ones are refused rather than mixed.
   tfds_builders.prepare("kuairand", "pure", manual_dir=directory, data_dir=tmp_path,
                         split_seed=3, block_rows=64)
-  with pytest.raises(ValueError, match="split_seed=3, block_rows=64, reader_options={}; asked for split_seed=4"):
+  with pytest.raises(ValueError, match="split_seed=3, block_rows=64, reader_options={}; "
+                     "asked for split_seed=4"):
     tfds_builders.prepare("kuairand", "pure", manual_dir=directory, data_dir=tmp_path,
                           split_seed=4, block_rows=64)
 

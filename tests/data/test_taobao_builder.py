@@ -13,11 +13,16 @@ from hgrank_jax.data import csv_core, taobao, tfds_builders
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # (user, time_stamp, adgroup_id, pid, nonclk, clk); user 777 has no profile row.
-SAMPLE = [(581738, 1494137644, 1, "430548_1007", 1, 0), (449818, 1494638778, 3, "430548_1007", 1, 0),
-          (914836, 1494650879, 4, "430548_1007", 1, 0), (914836, 1494651029, 5, "430539_1007", 0, 1),
-          (777, 1494232593, 1, "430539_1007", 1, 0), (581738, 1494137800, 5, "430548_1007", 0, 1),
-          (449818, 1494638900, 4, "430539_1007", 1, 0), (777, 1494232600, 3, "430548_1007", 1, 0),
-          (914836, 1494650990, 1, "430548_1007", 1, 0), (581738, 1494137900, 3, "430539_1007", 1, 0)]
+SAMPLE = [(581738, 1494137644, 1, "430548_1007", 1, 0),
+          (449818, 1494638778, 3, "430548_1007", 1, 0),
+          (914836, 1494650879, 4, "430548_1007", 1, 0),
+          (914836, 1494651029, 5, "430539_1007", 0, 1),
+          (777, 1494232593, 1, "430539_1007", 1, 0),
+          (581738, 1494137800, 5, "430548_1007", 0, 1),
+          (449818, 1494638900, 4, "430539_1007", 1, 0),
+          (777, 1494232600, 3, "430548_1007", 1, 0),
+          (914836, 1494650990, 1, "430548_1007", 1, 0),
+          (581738, 1494137900, 3, "430539_1007", 1, 0)]
 # adgroup_id -> (cate_id, campaign_id, customer, brand, price); brand NULL for ad 4.
 ADS = {1: (6406, 83237, 1, 95471, 170.0), 3: (4520, 387991, 6, 247789, 199.0),
        4: (4280, 268250, 6, "NULL", 35.0), 5: (6406, 83237, 1, 95471, 0.9)}
@@ -93,7 +98,8 @@ def test_ad_missing_files_and_bad_rows(tmp_path):
   assert info["skipped_rows"] == {"raw_sample.csv": {
       "clk/nonclk not one of (1, 0) or (0, 1)": 1, "adgroup_id not in ad_feature.csv": 1}}
   assert columns["timestamp"].tolist() == [r[1] for i, r in enumerate(SAMPLE) if i not in (2, 5)]
-  (tmp_path / "ad_feature.csv").write_text("adgroup_id,cate_id,campaign_id,customer,price\n1,2,3,4,5\n")
+  (tmp_path / "ad_feature.csv").write_text(
+      "adgroup_id,cate_id,campaign_id,customer,price\n1,2,3,4,5\n")
   with pytest.raises(csv_core.CsvFormatError, match=r"ad_feature.csv: line 1: .*\['brand'\]"):
     taobao.read_ad(tmp_path)
 
