@@ -205,3 +205,21 @@ def test_tfds_list_batches_group_one_user_in_time_order(prepared_kuairand):
       times.extend(stamps[valid].tolist())
   assert sorted(times) == sorted(dataset.split("test")["time_ms"].tolist())
   assert jax.device_count() == 8
+
+
+def test_tfds_resume_on_eight_devices_matches_an_uninterrupted_run(prepared_kuairand):
+  builder, _ = prepared_kuairand
+  source = BlockSource.from_tfds(builder, "train", columns=["user_id", "video_id", "is_click"])
+  make = lambda: StreamingBatcher(source, 32, seed=9, num_epochs=2, mesh=data_mesh(),
+                                  window_blocks=3)
+  reference = [{k: np.asarray(v) for k, v in b.items()} for b in make()]
+  interrupted = make()
+  for _ in range(interrupted.steps_per_epoch + 2):
+    next(interrupted)
+  resumed = make()
+  resumed.set_state(interrupted.get_state())
+  rest = [{k: np.asarray(v) for k, v in b.items()} for b in resumed]
+  assert len(rest) == len(reference) - interrupted.steps_per_epoch - 2
+  for got, want in zip(rest, reference[interrupted.steps_per_epoch + 2:]):
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key])
