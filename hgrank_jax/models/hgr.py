@@ -74,6 +74,10 @@ class HGRModel(nn.Module):
   def __post_init__(self):
     if not isinstance(self.scorer, Scorer):
       raise ValueError(f"HGRModel: scorer must be a Scorer module, got {type(self.scorer).__name__}")
+    for name in ("num_levels", "codebook_size"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 1:
+        raise ValueError(f"HGRModel: {name} must be an int >= 1, got {value!r}")
     if self.scorer.num_tasks != 1:
       raise ValueError(f"HGRModel: scorer.num_tasks must be 1, got {self.scorer.num_tasks}")
     super().__post_init__()

@@ -34,7 +34,28 @@ def run(module, variables, x, where=None, mutable=False):
 
 
 def init(module, x):
-  return jax.jit(module.init)(jax.random.key(1), x)
+  """The module's variables with the documented initial state, built without compiling init.
+
+  Tracing init under eval_shape gives the shapes; the values follow ResidualVQ's
+  documented start (random codebook, count 1, S = C). One test checks the real init.
+  """
+  shapes = jax.eval_shape(module.init, jax.random.key(0), x)[RVQ_COLLECTION]
+  book = np.random.default_rng(1).normal(size=shapes["codebook"].shape).astype(np.float32)
+  return {RVQ_COLLECTION: {
+      "codebook": jnp.asarray(book), "ema_count": jnp.ones(shapes["ema_count"].shape),
+      "ema_sum": jnp.asarray(book), "initialized": jnp.array(False),
+      "step": jnp.array(0, jnp.int32)}}
+
+
+def test_real_init_matches_documented_initial_state():
+  module = ResidualVQ(num_levels=2, codebook_size=3, init_scale=0.5)
+  x = jnp.ones((4, 5))
+  state = jax.jit(module.init)(jax.random.key(0), x)[RVQ_COLLECTION]
+  assert state["codebook"].shape == (2, 3, 5)
+  np.testing.assert_array_equal(state["ema_count"], np.ones((2, 3)))
+  np.testing.assert_array_equal(state["ema_sum"], state["codebook"])
+  assert not bool(state["initialized"]) and int(state["step"]) == 0
+  assert 0.1 < float(jnp.std(state["codebook"])) < 1.0
 
 
 def with_state(variables, **state):
