@@ -132,6 +132,8 @@ def make_dataset(config: SimulatorConfig, *, split_method: str = "random",
   Returns:
     A :class:`SimulatedLogs`. Memory is about 45 bytes per row.
   """
+  if config.num_requests < 1:
+    raise ValueError("make_dataset needs num_requests >= 1")
   world = build_world(config) if world is None else world
   if world.config != config:
     raise ValueError("world was built from a different config")
@@ -159,6 +161,8 @@ def make_dataset(config: SimulatorConfig, *, split_method: str = "random",
 
 def make_request_lists(config: SimulatorConfig, *, world: SimWorld | None = None) -> RequestLists:
   """All ``num_list_requests`` reranking requests in memory (see :class:`RequestLists`)."""
+  if config.num_list_requests < 1:
+    raise ValueError("make_request_lists needs num_list_requests >= 1")
   world = build_world(config) if world is None else world
   if world.config != config:
     raise ValueError("world was built from a different config")
