@@ -198,7 +198,8 @@ class SimulatorConfig:
     # duplicate-free retrieval cheap.
     if 2 * max(self.candidates_per_request, self.list_candidates) > self.num_items:
       raise ValueError("num_items must be at least twice the number of candidates per request")
-    if self.list_min_candidates is not None and not 1 <= self.list_min_candidates <= self.list_candidates:
+    minimum = self.list_min_candidates
+    if minimum is not None and not 1 <= minimum <= self.list_candidates:
       raise ValueError("list_min_candidates must lie in [1, list_candidates]")
 
   @property

@@ -127,9 +127,10 @@ class RequestLists:
     if weight not in ("clicks", "value"):
       raise ValueError(f"weight must be 'clicks' or 'value', got {weight!r}")
     order = np.asarray(order)
-    if order.shape[-1] > len(self.truth["position_bias"]):
-      raise ValueError(f"lists of length {order.shape[-1]} exceed the {len(self.truth['position_bias'])} "
-                       "positions with a defined position bias")
+    num_positions = len(self.truth["position_bias"])
+    if order.shape[-1] > num_positions:
+      raise ValueError(f"lists of length {order.shape[-1]} exceed the {num_positions} positions "
+                       "with a defined position bias")
     return np.asarray(list_utility(
         order, self.truth["relevance"], self.inputs["category"],
         position_bias=self.truth["position_bias"], repeat_decay=self.truth["repeat_decay"],

@@ -202,8 +202,9 @@ def build_world(config: SimulatorConfig) -> SimWorld:
 
   # Users: a leaf per user, preference = sum of node vectors on the path + noise.
   level_scales = cfg.level_scale_decay ** np.arange(num_levels)
-  node_vectors = tuple((level_scales[l] * rng.standard_normal((branching ** (l + 1), d))).astype(np.float32)
-                       for l in range(num_levels))
+  node_vectors = tuple(
+      (level_scales[l] * rng.standard_normal((branching ** (l + 1), d))).astype(np.float32)
+      for l in range(num_levels))
   paths = rng.integers(0, branching, size=(cfg.num_users, num_levels)).astype(np.int32)
   clusters = _user_clusters(paths, branching).astype(np.int32)
   preference = cfg.user_noise_scale * rng.standard_normal((cfg.num_users, d))
@@ -232,7 +233,8 @@ def build_world(config: SimulatorConfig) -> SimWorld:
   # Items: every category gets at least one item, the rest follow Zipf shares.
   category_shares = (np.arange(c) + 1.0) ** -cfg.category_size_skew
   category_shares /= category_shares.sum()
-  item_category = np.concatenate([np.arange(c), rng.choice(c, size=cfg.num_items - c, p=category_shares)])
+  item_category = np.concatenate(
+      [np.arange(c), rng.choice(c, size=cfg.num_items - c, p=category_shares)])
   item_category = rng.permutation(item_category).astype(np.int32)
   business_shares = np.asarray(cfg.business_shares, np.float64)
   item_business = rng.choice(cfg.num_business_lines, size=cfg.num_items,
@@ -240,7 +242,10 @@ def build_world(config: SimulatorConfig) -> SimWorld:
   raw_log_popularity = cfg.popularity_sigma * rng.standard_normal(cfg.num_items)
   popularity = np.exp(raw_log_popularity - raw_log_popularity.max())
   popularity /= popularity.sum()
-  log_popularity = raw_log_popularity / cfg.popularity_sigma if cfg.popularity_sigma > 0 else 0.0 * raw_log_popularity
+  if cfg.popularity_sigma > 0:
+    log_popularity = raw_log_popularity / cfg.popularity_sigma
+  else:
+    log_popularity = np.zeros(cfg.num_items)
   centres = rng.standard_normal((c, d)).astype(np.float32)
   embedding = (cfg.category_embedding_scale * centres[item_category]
                + cfg.item_noise_scale * rng.standard_normal((cfg.num_items, d))).astype(np.float32)

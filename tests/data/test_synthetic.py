@@ -9,6 +9,7 @@ enough to reject the obvious wrong answer, so a pass is informative.
 """
 
 import dataclasses
+import functools
 import itertools
 import tracemalloc
 import types
@@ -112,9 +113,11 @@ def test_user_interests_follow_main_secondary_and_cluster_structure():
   np.testing.assert_allclose(interest.sum(axis=1), 1.0, rtol=1e-12)
   rows = np.arange(config.num_users)
   rest = (1 - config.main_interest_weight - config.secondary_interest_weight) / config.num_categories
-  np.testing.assert_allclose(interest[rows, world.user_main_interest], config.main_interest_weight + rest)
+  np.testing.assert_allclose(interest[rows, world.user_main_interest],
+                             config.main_interest_weight + rest)
   per_secondary = config.secondary_interest_weight / config.num_secondary_interests + rest
-  np.testing.assert_allclose(np.take_along_axis(interest, world.user_secondary_interests, 1), per_secondary)
+  np.testing.assert_allclose(np.take_along_axis(interest, world.user_secondary_interests, 1),
+                             per_secondary)
   # The main interest is the leaf's favourite with probability p + (1 - p) / C.
   favourite = world.leaf_favourite_category[world.user_cluster[:, -1]]
   matches = int((world.user_main_interest == favourite).sum())
@@ -212,7 +215,8 @@ def test_click_and_long_view_rates_match_true_probabilities_per_business(positio
       p = logs.truth[prob][rows].astype(np.float64)
       observed = logs.columns[label][rows].sum()
       se = np.sqrt(np.sum(p * (1 - p)))
-      assert abs(observed - p.sum()) < z_crit * se, (label, config.business_lines[line], observed, p.sum(), se)
+      assert abs(observed - p.sum()) < z_crit * se, (
+          label, config.business_lines[line], observed, p.sum(), se)
   # Business lines differ in click rate (the configured offsets), beyond noise.
   rates = [logs.truth["click_prob"][business == b].mean() for b in range(num_lines)]
   assert np.ptp(rates) > 0.03
@@ -228,8 +232,9 @@ def test_dataset_spec_splits_and_truth_alignment():
   sim = make_dataset(config)
   dataset = sim.dataset
   spec = dataset.spec
-  assert spec.user_field == "user_id" and spec.item_field == "item_id" and spec.category_field == "category"
-  assert set(spec.feature_names) == {"user_id", "item_id", "category", "business", "position", "is_random"}
+  assert (spec.user_field, spec.item_field, spec.category_field) == ("user_id", "item_id", "category")
+  assert set(spec.feature_names) == {
+      "user_id", "item_id", "category", "business", "position", "is_random"}
   assert spec.labels == ("click", "long_view")
   assert sum(dataset.num_rows(s) for s in ("train", "valid", "test")) == config.num_rows
   for split in ("train", "valid", "test"):
@@ -246,11 +251,11 @@ def test_dataset_spec_splits_and_truth_alignment():
   assert np.corrcoef(requests, sim.world.user_activity)[0, 1] > 0.8
   # The chronological split puts each user's earliest requests in train.
   timed = make_dataset(config, split_method="time").dataset
-  first_test = {}
-  for user, request in zip(timed.splits["test"]["user_id"], timed.splits["test"]["request_id"]):
-    first_test[user] = min(first_test.get(user, np.inf), request)
-  train = timed.splits["train"]
-  assert all(request <= first_test.get(user, np.inf) for user, request in zip(train["user_id"], train["request_id"]))
+  last_train = np.full(config.num_users, -1)
+  np.maximum.at(last_train, timed.splits["train"]["user_id"], timed.splits["train"]["request_id"])
+  first_test = np.full(config.num_users, np.iinfo(np.int64).max)
+  np.minimum.at(first_test, timed.splits["test"]["user_id"], timed.splits["test"]["request_id"])
+  assert np.all(last_train <= first_test)
 
 
 def test_config_rejects_inconsistent_fields():
@@ -274,40 +279,38 @@ def test_list_utility_matches_hand_computed_formula():
   gamma = 0.5
   order = np.array([0, 1, 2, 3])  # categories 2, 2, 5, 2: repeats 0, 1, 0, 2
   by_hand = 1.0 * 0.9 + 0.6 * 0.8 * gamma + 0.45 * 0.6 + 0.35 * 0.5 * gamma ** 2
-  utility = list_utility(order, relevance, categories, position_bias=theta, repeat_decay=gamma)
+  utility_at = functools.partial(list_utility, position_bias=theta, repeat_decay=gamma)
+  utility = utility_at(order, relevance, categories)
   np.testing.assert_allclose(utility, by_hand, rtol=1e-6)
   # Replacing the first repeat by a new category removes exactly its discount.
   order_diverse = np.array([0, 4, 2, 3])  # categories 2, 7, 5, 2
   diverse = 1.0 * 0.9 + 0.6 * 0.3 + 0.45 * 0.6 + 0.35 * 0.5 * gamma
-  np.testing.assert_allclose(list_utility(order_diverse, relevance, categories, position_bias=theta,
-                                          repeat_decay=gamma), diverse, rtol=1e-6)
+  np.testing.assert_allclose(utility_at(order_diverse, relevance, categories), diverse, rtol=1e-6)
   # A repeat lowers the item's term by (1 - gamma) exactly, the configured amount.
   one_category = np.zeros(5, np.int64)
-  no_repeat = list_utility(np.array([0, 1]), relevance, np.arange(5), position_bias=theta, repeat_decay=gamma)
-  repeat = list_utility(np.array([0, 1]), relevance, one_category, position_bias=theta, repeat_decay=gamma)
+  no_repeat = utility_at(np.array([0, 1]), relevance, np.arange(5))
+  repeat = utility_at(np.array([0, 1]), relevance, one_category)
   np.testing.assert_allclose(no_repeat - repeat, 0.6 * 0.8 * (1 - gamma), rtol=1e-6)
   # gamma = 1 is the additive sum; a smaller gamma lowers any list with repeats.
-  np.testing.assert_allclose(list_utility(order, relevance, categories, position_bias=theta, repeat_decay=1.0),
-                             np.sum(theta * relevance[order]), rtol=1e-6)
+  additive = list_utility(order, relevance, categories, position_bias=theta, repeat_decay=1.0)
+  np.testing.assert_allclose(additive, np.sum(theta * relevance[order]), rtol=1e-6)
   assert list_utility(order, relevance, categories, position_bias=theta, repeat_decay=0.3) < utility
   # Empty slots (-1) add nothing and are not earlier items; item weights multiply.
   with_gap = np.array([0, -1, 1, -1])
   np.testing.assert_allclose(
-      list_utility(with_gap, relevance, categories, position_bias=theta, repeat_decay=gamma,
-                   item_weight=np.array([2.0, 3.0, 1.0, 1.0, 1.0])),
+      utility_at(with_gap, relevance, categories, item_weight=np.array([2.0, 3.0, 1.0, 1.0, 1.0])),
       1.0 * 0.9 * 2.0 + 0.45 * 0.8 * 3.0 * gamma, rtol=1e-6)
-  # Batched, jitted and vmapped forms agree with the eager one.
+  # A batch of lists, an enclosing jit and vmap give the per-list values.
   batch = np.stack([order, order_diverse])
-  eager = list_utility(batch, np.tile(relevance, (2, 1)), np.tile(categories, (2, 1)),
-                       position_bias=theta, repeat_decay=gamma)
-  jitted = jax.jit(lambda o, r, c: list_utility(o, r, c, position_bias=theta, repeat_decay=gamma))
-  mapped = jax.vmap(lambda o: list_utility(o, relevance, categories, position_bias=theta, repeat_decay=gamma))
-  np.testing.assert_allclose(eager, [by_hand, diverse], rtol=1e-6)
-  np.testing.assert_allclose(jitted(batch, np.tile(relevance, (2, 1)), np.tile(categories, (2, 1))), eager)
-  np.testing.assert_allclose(mapped(jnp.asarray(batch)), eager, rtol=1e-6)
+  batched = utility_at(batch, np.tile(relevance, (2, 1)), np.tile(categories, (2, 1)))
+  np.testing.assert_allclose(batched, [by_hand, diverse], rtol=1e-6)
+  jitted = jax.jit(lambda o, r, c: utility_at(o, r, c))
+  np.testing.assert_allclose(
+      jitted(batch, np.tile(relevance, (2, 1)), np.tile(categories, (2, 1))), batched)
+  mapped = jax.vmap(lambda o: utility_at(o, relevance, categories))
+  np.testing.assert_allclose(mapped(jnp.asarray(batch)), batched, rtol=1e-6)
   # Differentiable in relevance: d U / d r_{o_k} = theta_k * gamma ** m_k.
-  grad = jax.grad(lambda r: list_utility(order, r, categories, position_bias=theta, repeat_decay=gamma))(
-      jnp.asarray(relevance, jnp.float32))
+  grad = jax.grad(lambda r: utility_at(order, r, categories))(jnp.asarray(relevance, jnp.float32))
   np.testing.assert_allclose(grad, [1.0, 0.6 * gamma, 0.45, 0.35 * gamma ** 2, 0.0], rtol=1e-6)
 
 
@@ -384,7 +387,7 @@ def test_chunked_generation_is_lazy_and_memory_bounded():
     first_three = []
     for chunk in itertools.islice(chunks, 3):
       first_three.append(chunk.index)
-      row_bytes = sum(v.nbytes for v in chunk.columns.values()) + sum(v.nbytes for v in chunk.truth.values())
+      row_bytes = sum(v.nbytes for part in (chunk.columns, chunk.truth) for v in part.values())
       assert chunk.num_rows == config.chunk_requests * config.impressions_per_request
       del chunk  # a writer keeps nothing between chunks
     _, peak = tracemalloc.get_traced_memory()
