@@ -410,3 +410,8 @@ def test_views_give_the_documented_sizes():
   dataset = synthetic.load("tiny", seed=1)
   assert dataset.name == "synthetic:tiny"
   assert dataset.info["config"]["seed"] == 1
+  # The second task is optional: without it there is one label and no long-view truth.
+  clicks_only = make_dataset(config_for_view("tiny", long_view=False))
+  assert clicks_only.dataset.spec.labels == ("click",)
+  assert "long_view" not in clicks_only.dataset.splits["train"]
+  assert "long_view_prob" not in clicks_only.truth["train"]
