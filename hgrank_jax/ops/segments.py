@@ -230,6 +230,22 @@ def segment_max(values: Array, segment_ids: Array, num_segments: int, *,
   return jax.ops.segment_max(values, segment_ids, num_segments=num_segments)
 
 
+def segment_min(values: Array, segment_ids: Array, num_segments: int, *,
+                where: Optional[Array] = None) -> Array:
+  """Min per segment; empty segments get ``+inf`` (the dtype's max for ints).
+
+  >>> import jax.numpy as jnp
+  >>> print(segment_min(jnp.array([3, 2, 4]), jnp.array([0, 1, 0]), 2))
+  [3 2]
+  """
+  num_segments = _check_num_segments(num_segments)
+  values = jnp.asarray(values)
+  fill = (jnp.inf if jnp.issubdtype(values.dtype, jnp.inexact)
+          else jnp.iinfo(values.dtype).max)
+  values, segment_ids = _masked(values, segment_ids, num_segments, where, fill)
+  return jax.ops.segment_min(values, segment_ids, num_segments=num_segments)
+
+
 def segment_logsumexp(values: Array, segment_ids: Array, num_segments: int, *,
                       where: Optional[Array] = None) -> Array:
   r"""Stable :math:`\log \sum_{i \in m} e^{v_i}` per segment, ``-inf`` if empty.
@@ -316,5 +332,6 @@ __all__: Sequence[str] = (
     "segment_logsumexp",
     "segment_max",
     "segment_mean",
+    "segment_min",
     "segment_sum",
 )

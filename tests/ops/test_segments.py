@@ -80,6 +80,7 @@ def test_segment_reductions_match_numpy():
   got_count = seg.segment_count(ids, num, where=valid)
   got_mean = seg.segment_mean(values, ids, num, where=valid)
   got_max = seg.segment_max(values, ids, num, where=valid)
+  got_min = seg.segment_min(values, ids, num, where=valid)
   got_lse = seg.segment_logsumexp(values, ids, num, where=valid)
   for m in range(num):
     rows = values[(ids == m) & valid]
@@ -88,10 +89,12 @@ def test_segment_reductions_match_numpy():
     if len(rows):
       np.testing.assert_allclose(got_mean[m], rows.mean(), atol=1e-6)
       np.testing.assert_allclose(got_max[m], rows.max(), atol=1e-6)
+      np.testing.assert_allclose(got_min[m], rows.min(), atol=1e-6)
       np.testing.assert_allclose(got_lse[m], np_logsumexp(rows), atol=1e-5)
     else:
       assert float(got_mean[m]) == 0.0
       assert float(got_max[m]) == -np.inf
+      assert float(got_min[m]) == np.inf
       assert float(got_lse[m]) == -np.inf
 
 

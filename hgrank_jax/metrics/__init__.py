@@ -1,0 +1,28 @@
+"""Evaluation metrics: CTR metrics of Table 1 and ranking metrics via Rax.
+
+Classification (:mod:`.classification`): :func:`logloss`, :func:`auc`,
+:func:`gauc`, :func:`expected_calibration_error`, and the eager float64
+:func:`ctr_metrics` for large evaluation sets. Ranking (:mod:`.ranking`):
+:func:`ndcg`, :func:`mrr`, :func:`recall` at ``topn``. Undefined values are
+NaN, never a fake 0.
+"""
+
+from hgrank_jax.metrics.classification import auc
+from hgrank_jax.metrics.classification import ctr_metrics
+from hgrank_jax.metrics.classification import expected_calibration_error
+from hgrank_jax.metrics.classification import gauc
+from hgrank_jax.metrics.classification import logloss
+from hgrank_jax.metrics.ranking import mrr
+from hgrank_jax.metrics.ranking import ndcg
+from hgrank_jax.metrics.ranking import recall
+
+__all__ = [
+    "auc",
+    "ctr_metrics",
+    "expected_calibration_error",
+    "gauc",
+    "logloss",
+    "mrr",
+    "ndcg",
+    "recall",
+]
