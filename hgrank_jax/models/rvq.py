@@ -363,6 +363,8 @@ class ResidualVQ(nn.Module):
       def update_level(counts, sums, residuals, codes, key):
         counts, sums, book = ema_update(counts, sums, residuals, codes, valid,
                                         decay=self.decay, eps=self.eps)
+        if self.dead_code_threshold <= 0:  # expiry disabled: no sampling to compile
+          return book, counts, sums, jnp.zeros(counts.shape, bool)
         return replace_dead_codes(book, counts, sums, residuals, valid, key,
                                   threshold=self.dead_code_threshold,
                                   reset_count=self._reset_count())

@@ -21,85 +21,110 @@ WHERE = jnp.asarray(np.arange(N) < 20)
 
 def build(**kwargs):
   defaults = dict(hidden_layers=(8,), user_tower_layers=(6,), num_levels=2, codebook_size=3,
-                  bias_features=("position",))
+                  bias_features=("position",), kmeans_init=False)
   defaults.update(kwargs)
   return make_hgr_model(SPEC, "dnn", **defaults)
 
 
-def aux_gradients(model):
-  variables = jax.jit(model.init)(jax.random.key(0), BATCH)
-
-  def aux_loss(params):
-    out = model.apply({"params": params, RVQ_COLLECTION: variables[RVQ_COLLECTION]}, BATCH,
-                      train=True)
-    probs = jax.nn.sigmoid(out.quantized_logits)
-    return -jnp.mean(LABELS * jnp.log(probs) + (1 - LABELS) * jnp.log(1 - probs))
-
-  return jax.jit(jax.grad(aux_loss))(variables["params"])
+def random_variables(model, seed=0):
+  """Random parameters and the documented initial codebook state, without compiling init."""
+  shapes = jax.eval_shape(model.init, jax.random.key(0), BATCH)
+  rng = np.random.default_rng(seed)
+  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0.0, 0.3, s.shape), s.dtype),
+                        shapes["params"])
+  book = jnp.asarray(rng.normal(size=shapes[RVQ_COLLECTION]["quantizer"]["codebook"].shape),
+                     jnp.float32)
+  state = {"codebook": book, "ema_count": jnp.ones(book.shape[:2]), "ema_sum": book,
+           "initialized": jnp.array(False), "step": jnp.array(0, jnp.int32)}
+  return {"params": params, RVQ_COLLECTION: {"quantizer": state}}
 
 
 def max_abs(tree):
-  return max(float(jnp.abs(leaf).max()) for leaf in jax.tree.leaves(tree))
+  return max(float(np.abs(leaf).max()) for leaf in jax.tree.leaves(tree))
 
 
-def test_auxiliary_loss_trains_only_the_user_tower_by_default():
-  grads = aux_gradients(build())["scorer"]
+@pytest.fixture(scope="module")
+def run():
+  """Everything the tests look at, computed in one jitted function (one compilation)."""
+  model, open_model = build(), build(aux_updates_main_net=True)
+  variables = random_variables(model)
+  scorer = model.scorer
+
+  def aux_gradients(module, params):
+    def aux_loss(params):
+      out = module.apply({"params": params, RVQ_COLLECTION: variables[RVQ_COLLECTION]}, BATCH,
+                         train=True)
+      return jnp.mean(jax.nn.softplus(out.quantized_logits) - LABELS * out.quantized_logits)
+    return jax.grad(aux_loss)(params)
+
+  @jax.jit
+  def everything(variables):
+    params = variables["params"]
+    stepped, new_state = model.apply(variables, BATCH, train=True, where=WHERE,
+                                     mutable=[RVQ_COLLECTION])
+    _, eval_state = model.apply(variables, BATCH, mutable=[RVQ_COLLECTION])
+    after = model.apply({"params": params, **new_state}, BATCH, train=True)
+    scorer_vars = {"params": params["scorer"]}
+    e_u, e_i, context = scorer.apply(scorer_vars, BATCH, method=Scorer.encode)
+    book = new_state[RVQ_COLLECTION]["quantizer"]["codebook"]
+    reconstruction = book[0][after.codes[:, 0]] + book[1][after.codes[:, 1]]
+    main = lambda eu: scorer.apply(scorer_vars, eu, e_i, context, method=Scorer.main)[..., 0]
+    bias = scorer.apply(scorer_vars, BATCH, method=Scorer.bias_logit)[..., 0]
+    return dict(
+        stepped=stepped, new_state=new_state, eval_state=eval_state, after=after,
+        e_u=e_u, book=book, primary=main(e_u) + bias, quantized=main(reconstruction) + bias,
+        served=model.apply({"params": params}, BATCH, method=HGRModel.serve),
+        bias=bias, grads=aux_gradients(model, params), open_grads=aux_gradients(open_model, params))
+
+  return jax.tree.map(np.asarray, everything(variables)), variables
+
+
+def test_auxiliary_loss_trains_only_the_user_tower_by_default(run):
+  grads = run[0]["grads"]["scorer"]
   assert max_abs(grads["user_tower"]) > 0
   assert max_abs(grads["item_tower"]) == 0.0
   assert max_abs(grads["main_network"]) == 0.0
   assert max_abs(grads["bias_mlp"]) == 0.0 and max_abs(grads["bias_fields"]) == 0.0
 
 
-def test_auxiliary_loss_can_train_the_main_network_on_request():
-  grads = aux_gradients(build(aux_updates_main_net=True))["scorer"]
+def test_auxiliary_loss_can_train_the_main_network_on_request(run):
+  grads = run[0]["open_grads"]["scorer"]
   assert max_abs(grads["user_tower"]) > 0
   assert max_abs(grads["main_network"]) > 0
   assert max_abs(grads["item_tower"]) == 0.0
 
 
-def test_forward_wiring_and_codebook_state():
-  model = build()
-  variables = jax.jit(model.init)(jax.random.key(0), BATCH)
-  step = jax.jit(lambda v: model.apply(v, BATCH, train=True, where=WHERE, mutable=[RVQ_COLLECTION]))
-  out, new_state = step(variables)
-  assert out.logits.shape == (N,) and out.quantized_logits.shape == (N,)
-  assert out.codes.shape == (N, 2) and out.log_sigma.shape == (2,)
-  assert int(new_state[RVQ_COLLECTION]["quantizer"]["step"]) == 1
-  assert bool(new_state[RVQ_COLLECTION]["quantizer"]["initialized"])
+def test_forward_wiring_and_codebook_state(run):
+  r = run[0]
+  assert r["stepped"].logits.shape == (N,) and r["stepped"].quantized_logits.shape == (N,)
+  assert r["stepped"].codes.shape == (N, 2) and r["stepped"].log_sigma.shape == (2,)
+  assert int(r["new_state"][RVQ_COLLECTION]["quantizer"]["step"]) == 1
   # Evaluation leaves the state alone even when the collection is mutable.
-  _, same = jax.jit(lambda v: model.apply(v, BATCH, mutable=[RVQ_COLLECTION]))(variables)
-  assert int(same[RVQ_COLLECTION]["quantizer"]["step"]) == 0
-
-  # s^q is the main network on the quantised e_u: rebuild it from the codebook by hand.
-  params = variables["params"]
-  state = {"params": params, **new_state}
-  out = jax.jit(lambda v: model.apply(v, BATCH, train=True))(state)
-  book = np.asarray(new_state[RVQ_COLLECTION]["quantizer"]["codebook"])
-  codes = np.asarray(out.codes)
-  reconstruction = book[0][codes[:, 0]] + book[1][codes[:, 1]]
-  scorer = model.scorer
-
-  def by_hand(v):
-    e_u, e_i, context = scorer.apply(v, BATCH, method=Scorer.encode)
-    main = lambda eu: scorer.apply(v, eu, e_i, context, method=Scorer.main)[..., 0]
-    bias = scorer.apply(v, BATCH, method=Scorer.bias_logit)[..., 0]
-    return main(e_u) + bias, main(jnp.asarray(reconstruction)) + bias, e_u
-
-  primary, quantized, e_u = jax.jit(by_hand)({"params": params["scorer"]})
-  np.testing.assert_allclose(out.logits, primary, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(out.quantized_logits, quantized, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(out.user_embedding, e_u, rtol=1e-6)
+  assert int(r["eval_state"][RVQ_COLLECTION]["quantizer"]["step"]) == 0
+  # s is main(e_u) + bias; s^q is the main network on the sum of the chosen codewords.
+  after = r["after"]
+  np.testing.assert_allclose(after.logits, r["primary"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(after.quantized_logits, r["quantized"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(after.user_embedding, r["e_u"], rtol=1e-6)
+  assert np.abs(after.logits - after.quantized_logits).max() > 1e-4
   # Codes are the nearest-codeword cascade of e_u.
-  residual = np.asarray(e_u, np.float64)
+  residual = r["e_u"].astype(np.float64)
   for level in range(2):
-    expected = ((residual[:, None] - book[level][None])**2).sum(-1).argmin(-1)
-    np.testing.assert_array_equal(codes[:, level], expected)
-    residual = residual - book[level][expected]
+    expected = ((residual[:, None] - r["book"][level][None])**2).sum(-1).argmin(-1)
+    np.testing.assert_array_equal(after.codes[:, level], expected)
+    residual = residual - r["book"][level][expected]
+  # Serving: the primary path without the bias tower, and no codebook state needed.
+  np.testing.assert_allclose(r["served"], r["primary"] - r["bias"], rtol=1e-5, atol=1e-6)
 
-  # Serving uses the primary path without the bias tower and needs no codebook state.
-  served = jax.jit(lambda p: model.apply({"params": p}, BATCH, method=HGRModel.serve))(params)
-  bias = jax.jit(lambda v: scorer.apply(v, BATCH, method=Scorer.bias_logit))({"params": params["scorer"]})
-  np.testing.assert_allclose(served, primary - bias[..., 0], rtol=1e-5, atol=1e-6)
+
+def test_real_init():
+  model = build(kmeans_init=True)
+  variables = jax.jit(model.init)(jax.random.key(0), BATCH)
+  np.testing.assert_array_equal(variables["params"]["log_sigma"], np.zeros(2))
+  state = variables[RVQ_COLLECTION]["quantizer"]
+  assert state["codebook"].shape == (2, 3, 6) and not bool(state["initialized"])
+  assert set(variables["params"]["scorer"]) == {
+      "user_tower", "item_tower", "main_network", "bias_fields", "bias_mlp", "bias_logit_layer"}
 
 
 def numpy_list_ce(logits, labels, groups, eps=1e-8):
@@ -112,21 +137,19 @@ def numpy_list_ce(logits, labels, groups, eps=1e-8):
   return np.mean(losses)
 
 
-def test_hgr_loss_equals_direct_computation_from_parts():
+def test_hgr_loss_equals_direct_computation_from_parts(run):
   pytest.importorskip("hgrank_jax.losses")
-  model = build(kmeans_init=False)
-  variables = jax.jit(model.init)(jax.random.key(0), BATCH)
-  params = dict(variables["params"])
-  params["log_sigma"] = jnp.array([0.3, -0.2])
-  out = jax.jit(lambda v: model.apply(v, BATCH, train=True))({**variables, "params": params})
-  loss, terms = hgr_loss(out, LABELS, where=WHERE, aux_weight=0.7)
+  out = run[0]["after"]
+  log_sigmas = np.asarray(run[1]["params"]["log_sigma"], np.float64)
+  assert np.abs(log_sigmas).min() > 0  # random, so the weights are not all 1/2
+  loss, terms = jax.jit(lambda o: hgr_loss(o, LABELS, where=WHERE, aux_weight=0.7))(out)
 
   valid = np.asarray(WHERE)
   s, sq = np.asarray(out.logits, np.float64)[valid], np.asarray(out.quantized_logits, np.float64)[valid]
   y, codes = np.asarray(LABELS, np.float64)[valid], np.asarray(out.codes)[valid]
   logloss = lambda z: np.mean(np.log1p(np.exp(z)) - y * z)
   hierarchical = 0.0
-  for level, log_sigma in enumerate([0.3, -0.2]):
+  for level, log_sigma in enumerate(log_sigmas):
     prefixes = [tuple(row[:level + 1]) for row in codes]
     groups = [np.array([i for i, p in enumerate(prefixes) if p == q]) for q in sorted(set(prefixes))]
     hierarchical += np.exp(-2 * log_sigma) / 2 * numpy_list_ce(s, y, groups) + log_sigma
