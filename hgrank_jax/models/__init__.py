@@ -11,8 +11,8 @@
 
 from hgrank_jax.models.hgr import HGRModel, HGROutput, hgr_loss, make_hgr_model
 from hgrank_jax.models.layers import MLP, FieldEmbeddings, Tower
-from hgrank_jax.models.rvq import (RVQ_COLLECTION, ResidualVQ, RVQOutput, prefix_group_ids,
-                                   residual_cascade)
+from hgrank_jax.models.codebooks import prefix_group_ids, residual_cascade
+from hgrank_jax.models.rvq import RVQ_COLLECTION, ResidualVQ, RVQOutput
 from hgrank_jax.models.scorers import MAIN_NETWORKS, Scorer, ScorerOutput, make_scorer
 
 __all__ = [

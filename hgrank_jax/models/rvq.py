@@ -11,9 +11,8 @@ batch, and an optional k-means pass initialises them from the first batch. All o
 that state lives in the ``"rvq"`` variable collection, so ``apply`` stays pure:
 pass ``mutable=["rvq"]`` to get the updated state back.
 
-The pure helpers (:func:`residual_cascade`, :func:`ema_update`,
-:func:`replace_dead_codes`, :func:`prefix_group_ids`) are public so tests and
-analysis code can use them on their own.
+The pure codebook operations it is built from live in
+:mod:`hgrank_jax.models.codebooks`.
 """
 
 from __future__ import annotations
@@ -24,10 +23,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-RVQ_COLLECTION = "rvq"
+from hgrank_jax.models.codebooks import (ema_update, kmeans, nearest_code, prefix_group_ids,
+                                         replace_dead_codes, residual_cascade)
 
-# Distances and sums must not drop to bf16 on accelerators: a code flip changes groups.
-_PRECISION = jax.lax.Precision.HIGHEST
+RVQ_COLLECTION = "rvq"
 
 
 class RVQOutput(NamedTuple):
@@ -48,198 +47,6 @@ class RVQOutput(NamedTuple):
   quantized: jax.Array
   codes: jax.Array
   stats: dict[str, jax.Array]
-
-
-def nearest_code(residuals: jax.Array, codebook: jax.Array) -> jax.Array:
-  """Index of the nearest codeword (squared Euclidean) for each row.
-
-  Args:
-    residuals: ``[n, d]`` float.
-    codebook: ``[K, d]`` float.
-
-  Returns:
-    ``[n]`` int32; ties go to the lowest index.
-  """
-  # ||r||^2 is the same for every k, so it is left out of the argmin.
-  cross = jnp.dot(residuals, codebook.T, precision=_PRECISION)
-  distances = jnp.sum(codebook * codebook, axis=-1)[None, :] - 2.0 * cross
-  return jnp.argmin(distances, axis=-1).astype(jnp.int32)
-
-
-def residual_cascade(x: jax.Array, codebooks: jax.Array):
-  """Quantises ``x`` level by level (Eq. 5-6).
-
-  Args:
-    x: ``[n, d]`` float embeddings.
-    codebooks: ``[L, K, d]`` float.
-
-  Returns:
-    ``(codes, residuals, reconstruction)``: codes ``[n, L]`` int32; residuals
-    ``[L, n, d]`` where ``residuals[l]`` is the vector level ``l`` quantised
-    (``residuals[0] == x``); reconstruction ``[n, d]``, the sum of chosen codewords.
-  """
-  def level(residual, codebook):
-    code = nearest_code(residual, codebook)
-    return residual - codebook[code], (code, residual)
-
-  # A scan keeps the compiled program the same size whatever L is.
-  left, (codes, residuals) = jax.lax.scan(level, x, codebooks)
-  return codes.T, residuals, x - left
-
-
-def ema_update(counts, sums, residuals, codes, valid, *, decay: float, eps: float):
-  """One EMA step of a single level's codebook statistics.
-
-  ``N_k <- m N_k + (1-m) n_k`` and ``S_k <- m S_k + (1-m) sum_{i: c_i = k} r_i``
-  over valid rows; then ``C_k = S_k / N^_k`` with the Laplace-smoothed count
-  ``N^_k = (N_k + eps) / (sum N + K eps) * sum N``. Unused codes only decay.
-
-  Args:
-    counts: ``[K]`` float, EMA counts ``N``.
-    sums: ``[K, d]`` float, EMA residual sums ``S``.
-    residuals: ``[n, d]`` float, the residuals this level quantised.
-    codes: ``[n]`` int, their codes.
-    valid: ``[n]`` bool, rows that may update the statistics.
-    decay: ``m`` in ``[0, 1)``.
-    eps: Laplace smoothing constant, > 0.
-
-  Returns:
-    ``(counts, sums, codebook)`` with shapes ``[K]``, ``[K, d]``, ``[K, d]``.
-  """
-  num_codes = counts.shape[0]
-  weights = valid.astype(residuals.dtype)
-  batch_counts = jax.ops.segment_sum(weights, codes, num_segments=num_codes)
-  batch_sums = jax.ops.segment_sum(residuals * weights[:, None], codes, num_segments=num_codes)
-  counts = decay * counts + (1.0 - decay) * batch_counts
-  sums = decay * sums + (1.0 - decay) * batch_sums
-  total = jnp.sum(counts)
-  smoothed = (counts + eps) / (total + num_codes * eps) * total
-  # With no count at all (total == 0) the codebook is undefined; keep S as is then.
-  safe = jnp.where(smoothed > 0, smoothed, 1.0)
-  return counts, sums, sums / safe[:, None]
-
-
-def _shuffled_valid_rows(key, valid):
-  """A random order of row indices with the valid rows first, and their number."""
-  noise = jax.random.uniform(key, valid.shape)
-  order = jnp.argsort(jnp.where(valid, noise, 2.0))
-  return order, jnp.sum(valid.astype(jnp.int32))
-
-
-def replace_dead_codes(codebook, counts, sums, residuals, valid, key, *,
-                       threshold: float, reset_count: float):
-  """Re-seeds codes whose EMA count is below ``threshold`` with batch residuals.
-
-  Dead codes receive distinct valid residuals of the current batch (repeating only
-  when the batch holds fewer valid rows than dead codes); their count is reset to
-  ``reset_count`` and their sum to ``residual * reset_count`` so that ``S / N``
-  equals the new codeword. Nothing changes when the batch has no valid row.
-
-  Args:
-    codebook: ``[K, d]``; counts: ``[K]``; sums: ``[K, d]`` (after this step's EMA).
-    residuals: ``[n, d]`` this level's residuals; valid: ``[n]`` bool.
-    key: PRNG key for the sampling.
-    threshold: codes with ``counts < threshold`` are dead.
-    reset_count: the count a re-seeded code starts from.
-
-  Returns:
-    ``(codebook, counts, sums, dead)``, ``dead`` the ``[K]`` bool mask replaced.
-  """
-  order, num_valid = _shuffled_valid_rows(key, valid)
-  dead = (counts < threshold) & (num_valid > 0)
-  dead_rank = jnp.cumsum(dead.astype(jnp.int32)) - 1
-  rows = order[jnp.maximum(dead_rank, 0) % jnp.maximum(num_valid, 1)]
-  samples = residuals[rows]
-  codebook = jnp.where(dead[:, None], samples, codebook)
-  counts = jnp.where(dead, reset_count, counts)
-  sums = jnp.where(dead[:, None], samples * reset_count, sums)
-  return codebook, counts, sums, dead
-
-
-def kmeans_plus_plus_seeds(points, valid, key, num_clusters: int):
-  """k-means++ seeding: each new seed is a valid row drawn with probability ~ D^2.
-
-  D is the distance to the nearest seed so far; when every valid row already
-  coincides with a seed, the draw is uniform over valid rows. Returns ``[K, d]``.
-  """
-  keys = jax.random.split(key, num_clusters)
-  uniform_logits = jnp.where(valid, 0.0, -jnp.inf)
-  first = points[jax.random.categorical(keys[0], uniform_logits)]
-  seeds = jnp.zeros((num_clusters, points.shape[-1]), points.dtype).at[0].set(first)
-  sq_dist = jnp.sum((points - first)**2, axis=-1)
-
-  def pick(k, carry):
-    seeds, sq_dist = carry
-    positive = valid & (sq_dist > 0)
-    logits = jnp.where(positive, jnp.log(jnp.where(positive, sq_dist, 1.0)), -jnp.inf)
-    logits = jnp.where(jnp.any(positive), logits, uniform_logits)
-    seed = points[jax.random.categorical(keys[k], logits)]
-    return seeds.at[k].set(seed), jnp.minimum(sq_dist, jnp.sum((points - seed)**2, axis=-1))
-
-  seeds, _ = jax.lax.fori_loop(1, num_clusters, pick, (seeds, sq_dist))
-  return seeds
-
-
-def kmeans(points, valid, key, num_clusters: int, num_iters: int):
-  """Lloyd's k-means on the valid rows with k-means++ seeding.
-
-  Args:
-    points: ``[n, d]`` float; valid: ``[n]`` bool; key: PRNG key.
-    num_clusters: K; num_iters: Lloyd iterations (static).
-
-  Returns:
-    ``(centroids [K, d], sizes [K])``; an empty cluster keeps its previous centroid.
-  """
-  weights = valid.astype(points.dtype)
-
-  def assign(centroids):
-    labels = nearest_code(points, centroids)
-    sizes = jax.ops.segment_sum(weights, labels, num_segments=num_clusters)
-    sums = jax.ops.segment_sum(points * weights[:, None], labels, num_segments=num_clusters)
-    return sizes, sums
-
-  def lloyd_step(_, centroids):
-    sizes, sums = assign(centroids)
-    return jnp.where(sizes[:, None] > 0, sums / jnp.maximum(sizes, 1.0)[:, None], centroids)
-
-  seeds = kmeans_plus_plus_seeds(points, valid, key, num_clusters)
-  centroids = jax.lax.fori_loop(0, num_iters, lloyd_step, seeds)
-  sizes, _ = assign(centroids)
-  return centroids, sizes
-
-
-def prefix_group_ids(codes: jax.Array, valid: jax.Array, codebook_size: int):
-  """Dense ids of the code prefixes ``c_1..c_l`` for every level, by sorting.
-
-  Cost is ``O(L n log n)`` time and ``O(n)`` memory, independent of ``K^L``.
-
-  Args:
-    codes: ``[n, L]`` int in ``[0, codebook_size)``.
-    valid: ``[n]`` bool; invalid rows get ids past those of valid rows.
-    codebook_size: K.
-
-  Returns:
-    ``(ids, occupied)``: ids ``[n, L]`` int32, equal at level l exactly for valid
-    rows sharing their first l codes, numbered from 0; occupied ``[L]`` int32, the
-    number of distinct prefixes among valid rows.
-  """
-  n, num_levels = codes.shape
-  if n * codebook_size >= 2**31 - 1:
-    raise ValueError(f"prefix_group_ids: n * codebook_size = {n * codebook_size} overflows int32")
-  sentinel = n * codebook_size
-
-  def level(previous, level_codes):
-    # previous < n, so previous * K + code identifies the prefix without overflow.
-    key = jnp.where(valid, previous * codebook_size + level_codes.astype(jnp.int32), sentinel)
-    order = jnp.argsort(key)
-    sorted_key = key[order]
-    is_new = jnp.concatenate([jnp.ones((1,), bool), sorted_key[1:] != sorted_key[:-1]])
-    dense = jnp.zeros((n,), jnp.int32).at[order].set(jnp.cumsum(is_new.astype(jnp.int32)) - 1)
-    occupied = jnp.sum((is_new & (sorted_key != sentinel)).astype(jnp.int32))
-    return dense, (dense, occupied)
-
-  _, (ids, occupied) = jax.lax.scan(level, jnp.zeros((n,), jnp.int32), codes.T)
-  return ids.T, occupied
 
 
 class ResidualVQ(nn.Module):
