@@ -7,6 +7,8 @@ temperature goes to 0 it equals the hard count, so quota penalties built on it
 (``hgrank_jax.losses.quota``) become exact constraints in the limit.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,28 +76,41 @@ def soft_category_exposure(scores, categories, num_categories, k, *,
     raise ValueError(f"num_categories must be a positive integer, got {num_categories!r}.")
   _validate_categories(categories, num_categories)
   options = sorting.make_options(method, temperature, **kwargs)
+  n = jnp.shape(scores)[-1] if jnp.ndim(scores) else 0
+  k = sorting._check_k(k, n)  # pylint: disable=protected-access
+  if position_weights is not None:
+    position_weights = _validate_position_weights(position_weights, k, options.method)
+  return _exposure(scores, categories, where, position_weights,
+                   int(num_categories), k, options)
+
+
+@functools.partial(jax.jit, static_argnames=("num_categories", "k", "options"))
+def _exposure(scores, categories, where, position_weights, num_categories, k,
+              options):
+  """Jitted body of ``soft_category_exposure`` (arguments already validated)."""
+  prep = sorting.prepare(scores, where, options.scale_invariant)
+  n = prep.scores.shape[-1]
   if position_weights is None:
-    item_weight = sorting.soft_topk_mask(
-        scores, k, method=method, temperature=temperature, where=where, **kwargs)
+    weights = jnp.ones((k,), prep.scores.dtype)
   else:
-    prep = sorting.prepare(scores, where, options.scale_invariant)
-    n = prep.scores.shape[-1]
-    k = sorting._check_k(k, n)  # pylint: disable=protected-access
-    weights = _validate_position_weights(position_weights, k, options.method)
-    weights = weights.astype(prep.scores.dtype)
-    padded_weights = jnp.concatenate([weights, jnp.zeros((n - k,), weights.dtype)])
-    hard = jnp.where(prep.valid, padded_weights[prep.inverse], 0.0)
-    if options.method == "hard":
-      item_weight = hard
+    weights = position_weights.astype(prep.scores.dtype)
+  padded_weights = jnp.concatenate([weights, jnp.zeros((n - k,), weights.dtype)])
+  hard = jnp.where(prep.valid, padded_weights[prep.inverse], 0.0)
+  if options.method == "hard":
+    item_weight = hard
+  elif options.method == "fast":
+    # Unit weights make this exactly the fast soft top-k mask.
+    soft = fast_sort.project_onto_weights(
+        prep.scores, prep.valid, prep.order, prep.inverse, options.temperature,
+        jnp.broadcast_to(padded_weights, prep.scores.shape))
+    item_weight = sorting._straight_through(soft, hard, options)  # pylint: disable=protected-access
+  else:
+    permutation = sorting.relaxed_permutation(prep, options)
+    if position_weights is None:
+      soft = sorting.capped_mask(permutation, prep.valid, k)
     else:
-      if options.method == "fast":
-        soft = fast_sort.project_onto_weights(
-            prep.scores, prep.valid, prep.order, prep.inverse,
-            options.temperature, jnp.broadcast_to(padded_weights, prep.scores.shape))
-      else:
-        permutation = sorting.relaxed_permutation(prep, options)
-        soft = jnp.einsum("...ji,j->...i", permutation[..., :k, :], weights)
-        soft = jnp.where(prep.valid, soft, 0.0)
-      item_weight = sorting._straight_through(soft, hard, options)  # pylint: disable=protected-access
+      soft = jnp.einsum("...ji,j->...i", permutation[..., :k, :], weights)
+      soft = jnp.where(prep.valid, soft, 0.0)
+    item_weight = sorting._straight_through(soft, hard, options)  # pylint: disable=protected-access
   membership = jax.nn.one_hot(categories, num_categories, dtype=item_weight.dtype)
   return jnp.einsum("...i,...ic->...c", item_weight, membership)

@@ -95,9 +95,12 @@ def ot_permutation(scores, valid, temperature, *, max_iterations=1000,
     out = soft_sort.transport_for_sort(
         coordinate, source, target, squashing_fun=lambda z: z,
         epsilon=_epsilon(temperature, n), **sinkhorn_kwargs)
-    # Coupling [item, target] carries mass 1/m per valid item; rescale so each
-    # valid position's row is a distribution over items.
-    return out.matrix.T * num_valid
+    # Coupling [item, target] carries mass 1/m per valid item. Sinkhorn meets
+    # the marginals only up to its threshold, so normalise each position's row
+    # exactly (the contract promises unit rows); columns stay within threshold.
+    by_position = out.matrix.T
+    row_mass = by_position.sum(-1, keepdims=True)
+    return by_position / jnp.where(row_mass > 0, row_mass, 1.0)
 
   flat_scores = scores.reshape(-1, n)
   flat_valid = valid.reshape(-1, n)

@@ -73,11 +73,16 @@ def permutation_from_logits(logits, allowed, normalise_iters):
   # Scaling vectors: P = diag(u) K diag(v). The floors only guard against
   # exact underflow; every row and column of K has an allowed entry.
   tiny = jnp.finfo(kernel.dtype).tiny
-  row_scale = jnp.ones(kernel.shape[:-1], kernel.dtype)
-  col_scale = jnp.ones(kernel.shape[:-1], kernel.dtype)
-  for _ in range(normalise_iters):
+
+  def scaling_round(row_scale, _):
     col_mass = jnp.einsum("...ki,...k->...i", kernel, row_scale)
     col_scale = 1.0 / jnp.maximum(col_mass, tiny)
     row_mass = jnp.einsum("...ki,...i->...k", kernel, col_scale)
-    row_scale = 1.0 / jnp.maximum(row_mass, tiny)
+    return 1.0 / jnp.maximum(row_mass, tiny), col_scale
+
+  # A scan keeps the compiled graph one round long whatever normalise_iters is.
+  row_scale, col_scales = jax.lax.scan(
+      scaling_round, jnp.ones(kernel.shape[:-1], kernel.dtype), None,
+      length=normalise_iters)
+  col_scale = col_scales[-1]
   return kernel * row_scale[..., :, None] * col_scale[..., None, :]

@@ -23,6 +23,7 @@ computed and returned in float32, or float64 when given float64.
 """
 
 import dataclasses
+import functools
 from typing import Optional
 
 import jax
@@ -168,6 +169,8 @@ def hard_permutation(prep):
 def relaxed_permutation(prep, options):
   """Soft permutation ``[..., n, n]`` of a dense method, padding included."""
   method, tau = options.method, options.temperature
+  if prep.scores.shape[-1] == 1:
+    return hard_permutation(prep)  # a one-item list has nothing to relax
   allowed = relaxed.support(prep.valid)
   if method == "softsort":
     sorted_scores = jnp.take_along_axis(prep.scores, prep.order, axis=-1)
@@ -217,8 +220,12 @@ def soft_permutation(scores, *, method="softsort", temperature=1.0, where=None,
   """
   options = make_options(method, temperature, **kwargs)
   _check_dense(options, "permutation matrix")
-  prep = prepare(scores, where, options.scale_invariant)
-  return _permutation(prep, options)
+  return _soft_permutation(scores, where, options)
+
+
+@functools.partial(jax.jit, static_argnames=("options",))
+def _soft_permutation(scores, where, options):
+  return _permutation(prepare(scores, where, options.scale_invariant), options)
 
 
 def soft_rank(scores, *, method="fast", temperature=1.0, where=None, **kwargs):
@@ -232,6 +239,11 @@ def soft_rank(scores, *, method="fast", temperature=1.0, where=None, **kwargs):
   Array([3., 1., 2.], dtype=float32)
   """
   options = make_options(method, temperature, **kwargs)
+  return _soft_rank(scores, where, options)
+
+
+@functools.partial(jax.jit, static_argnames=("options",))
+def _soft_rank(scores, where, options):
   prep = prepare(scores, where, options.scale_invariant)
   hard = (prep.inverse + 1).astype(prep.scores.dtype)
   if options.method == "hard":
@@ -245,7 +257,7 @@ def soft_rank(scores, *, method="fast", temperature=1.0, where=None, **kwargs):
         max_iterations=options.ot_max_iterations, threshold=options.ot_threshold)
   else:
     permutation = relaxed_permutation(prep, options)
-    n = scores.shape[-1]
+    n = prep.scores.shape[-1]
     positions = jnp.arange(1, n + 1, dtype=permutation.dtype)
     soft = jnp.einsum("...ki,k->...i", permutation, positions)
   soft = jnp.where(prep.valid, soft, hard)
@@ -261,6 +273,11 @@ def soft_sort(scores, *, method="fast", temperature=1.0, where=None, **kwargs):
   Array([3., 1., 0.], dtype=float32)
   """
   options = make_options(method, temperature, **kwargs)
+  return _soft_sort(scores, where, options)
+
+
+@functools.partial(jax.jit, static_argnames=("options",))
+def _soft_sort(scores, where, options):
   prep = prepare(scores, where, options.scale_invariant)
   n = prep.scores.shape[-1]
   in_valid_slot = jnp.arange(n) < prep.valid.sum(-1, keepdims=True)
@@ -290,8 +307,13 @@ def soft_topk_mask(scores, k, *, method="fast", temperature=1.0, where=None,
   Array([0., 1., 1.], dtype=float32)
   """
   options = make_options(method, temperature, **kwargs)
+  k = _check_k(k, jnp.shape(scores)[-1] if jnp.ndim(scores) else 0)
+  return _soft_topk_mask(scores, where, k, options)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "options"))
+def _soft_topk_mask(scores, where, k, options):
   prep = prepare(scores, where, options.scale_invariant)
-  k = _check_k(k, prep.scores.shape[-1])
   hard = ((prep.inverse < k) & prep.valid).astype(prep.scores.dtype)
   if options.method == "hard":
     return hard
@@ -321,7 +343,8 @@ def capped_mask(permutation, valid, k):
   total = mask.sum(-1, keepdims=True)
   room = jnp.where(valid, 1.0 - mask, 0.0)
   room_total = room.sum(-1, keepdims=True)
-  tiny = jnp.finfo(dtype).tiny
-  raised = mask + room * (target - total) / jnp.maximum(room_total, tiny)
-  lowered = mask * target / jnp.maximum(total, tiny)
+  # Denominators are swapped for 1 where they vanish (that branch is then not
+  # selected) so no 0/0 reaches the gradient of the unselected branch.
+  raised = mask + room * (target - total) / jnp.where(room_total > 0, room_total, 1.0)
+  lowered = mask * target / jnp.where(total > 0, total, 1.0)
   return jnp.clip(jnp.where(total < target, raised, lowered), 0.0, 1.0)
