@@ -143,13 +143,15 @@ class HGRModel(nn.Module):
 def make_hgr_model(spec: FeatureSpec, scorer: str = "dnn", *, num_levels: int = 3,
                    codebook_size: int = 8, aux_updates_main_net: bool = False,
                    decay: float = 0.99, eps: float = 1e-5, dead_code_threshold: float = 1.0,
-                   kmeans_init: bool = True, **scorer_kwargs) -> HGRModel:
-  """An :class:`HGRModel` over the named scorer; ``scorer_kwargs`` are Scorer fields."""
+                   dead_code_reset_count: float | None = None, kmeans_init: bool = True,
+                   log_sigma_init: float = 0.0, **scorer_kwargs) -> HGRModel:
+  """An :class:`HGRModel` over the named scorer; ``scorer_kwargs`` are :class:`Scorer` fields."""
   check_scorer_name(scorer)
   return HGRModel(
       scorer=Scorer(spec=spec, scorer=scorer, **scorer_kwargs), num_levels=num_levels,
       codebook_size=codebook_size, decay=decay, eps=eps, dead_code_threshold=dead_code_threshold,
-      kmeans_init=kmeans_init, aux_updates_main_net=aux_updates_main_net)
+      dead_code_reset_count=dead_code_reset_count, kmeans_init=kmeans_init,
+      aux_updates_main_net=aux_updates_main_net, log_sigma_init=log_sigma_init)
 
 
 def hgr_loss(output: HGROutput, labels: jax.Array, *, where: jax.Array | None = None,

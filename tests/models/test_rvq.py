@@ -263,3 +263,24 @@ def test_bad_arguments_raise_clear_errors():
     module.apply(variables, x, update=True)
   with pytest.raises(ValueError, match="width"):
     module.apply(variables, jnp.ones((6, 5)))
+
+
+def test_update_under_data_parallel_sharding_equals_single_device():
+  """With the batch split over 8 devices, counts and sums are still whole-batch statistics."""
+  devices = np.array(jax.devices())
+  if devices.size < 2:
+    pytest.skip("needs several devices (tests/conftest.py sets 8 CPU devices)")
+  mesh = jax.sharding.Mesh(devices, ("data",))
+  rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  module = ResidualVQ(num_levels=2, codebook_size=3, dead_code_threshold=0.0, kmeans_init=False)
+  rng = np.random.default_rng(14)
+  x = jnp.asarray(rng.normal(size=(2 * devices.size, 4)), jnp.float32)
+  where = jnp.asarray(rng.random(2 * devices.size) < 0.75)
+  variables = init(module, x)
+  step = jax.jit(lambda v, x, w: module.apply(v, x, where=w, mutable=[RVQ_COLLECTION]))
+  single_out, single = step(variables, x, where)
+  sharded_out, sharded = step(variables, jax.device_put(x, rows), jax.device_put(where, rows))
+  np.testing.assert_array_equal(sharded_out.codes, single_out.codes)
+  for key in ("codebook", "ema_count", "ema_sum"):
+    np.testing.assert_allclose(sharded[RVQ_COLLECTION][key], single[RVQ_COLLECTION][key],
+                               rtol=1e-5, atol=1e-6)
