@@ -76,6 +76,9 @@ class FieldEmbeddings(nn.Module):
       fields.append(table(ids.astype(jnp.int32)))
     for feature in self.numeric:
       values = _column(batch, feature.name, type(self).__name__).astype(jnp.float32)
+      if feature.dim > 1 and (values.ndim == 0 or values.shape[-1] != feature.dim):
+        raise ValueError(f"{type(self).__name__}: numeric column {feature.name!r} has shape "
+                         f"{values.shape}, expected [..., {feature.dim}]")
       fields.append(values[..., None] if feature.dim == 1 else values)
     return fields
 

@@ -191,3 +191,9 @@ def test_bad_arguments_raise_clear_errors():
   model = make_scorer("dnn", MINIMAL_SPEC, hidden_layers=(4,))
   with pytest.raises(KeyError, match="item_id"):
     jax.eval_shape(model.init, jax.random.key(0), {"user_id": FLAT["user_id"]})
+  with pytest.raises(ValueError, match="item_embedding"):
+    jax.eval_shape(model.init, jax.random.key(0),
+                   {"user_id": FLAT["user_id"], "item_id": FLAT["item_id"][:4]})
+  with pytest.raises(ValueError, match="dense_ctx"):
+    jax.eval_shape(models()["dnn"].init, jax.random.key(0),
+                   dict(FLAT, dense_ctx=jnp.zeros((6, 3))))
