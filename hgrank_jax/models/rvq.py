@@ -55,7 +55,8 @@ class ResidualVQ(nn.Module):
   Call with ``x [..., d]`` and an optional ``where [...]`` bool mask; padded rows
   (``where == False``) are quantised but never update codebooks or statistics.
   State (collection ``"rvq"``): ``codebook [L, K, d]``, ``ema_count [L, K]``,
-  ``ema_sum [L, K, d]``, ``initialized`` (k-means done) and ``step``. Codebooks
+  ``ema_sum [L, K, d]``, ``initialized`` (a batch with valid rows has been seen,
+  so k-means has run if enabled) and ``step``. Codebooks
   start from N(0, init_scale^2) with count 1 and ``S = C``.
 
   Attributes:
@@ -157,9 +158,11 @@ class ResidualVQ(nn.Module):
     kmeans_key, dead_key = jax.random.split(key)
 
     codebooks, counts, sums = codebook.value, ema_count.value, ema_sum.value
+    any_valid = jnp.any(valid)
     if update and self.kmeans_init:
+      # A fully padded batch cannot seed k-means; the first batch with valid rows does.
       codebooks, counts, sums = jax.lax.cond(
-          initialized.value,
+          initialized.value | ~any_valid,
           lambda: (codebooks, counts, sums),
           lambda: self._kmeans_codebooks(flat, valid, kmeans_key))
 
@@ -179,7 +182,7 @@ class ResidualVQ(nn.Module):
       new_books, new_counts, new_sums, dead = jax.vmap(update_level)(
           counts, sums, residuals, codes.T, jax.random.split(dead_key, L))
       codebook.value, ema_count.value, ema_sum.value = new_books, new_counts, new_sums
-      initialized.value = jnp.array(True)
+      initialized.value = initialized.value | any_valid
       step.value = step.value + 1
     else:
       dead = counts < self.dead_code_threshold

@@ -192,8 +192,12 @@ def test_kmeans_init_finds_separated_clusters():
   module = ResidualVQ(num_levels=1, codebook_size=4, kmeans_init=True, kmeans_iters=10)
   variables = init(module, jnp.asarray(x))
   assert not bool(variables[RVQ_COLLECTION]["initialized"])
-  step = jax.jit(lambda v, x: module.apply(v, x, mutable=[RVQ_COLLECTION]))
-  out, new = step(variables, jnp.asarray(x))
+  step = lambda v, x, where=np.ones(64, bool): run(module, v, jnp.asarray(x), jnp.asarray(where),
+                                                   mutable=True)
+  # A fully padded first batch cannot seed k-means: it waits for real rows.
+  _, padded = step(variables, x, np.zeros(64, bool))
+  assert not bool(padded[RVQ_COLLECTION]["initialized"])
+  out, new = step(variables, x)
   assert bool(new[RVQ_COLLECTION]["initialized"])
   codes = np.asarray(out.codes[:, 0])
   # One code per cluster, i.e. the code partition equals the true one.
@@ -206,7 +210,7 @@ def test_kmeans_init_finds_separated_clusters():
     mean = x[labels == label].mean(0)
     assert np.abs(book[codes[labels == label][0]] - mean).max() < 1e-2
   # A second step does not re-run k-means: codes stay and statistics keep averaging.
-  out2, new2 = step(new, jnp.asarray(x))
+  out2, new2 = step(new, x)
   np.testing.assert_array_equal(out2.codes, out.codes)
   assert int(new2[RVQ_COLLECTION]["step"]) == 2
 
