@@ -7,7 +7,7 @@ r"""Trains one config: parse flags, then ``train_and_evaluate(config, workdir)``
 Rerunning the same command in the same workdir resumes from its last checkpoint.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from hgrank_jax.train.loop import train_and_evaluate
@@ -20,6 +20,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; --verbosity=0 shows it
   train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

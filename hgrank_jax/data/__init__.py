@@ -1,4 +1,5 @@
-"""Data: feature specs, the bundled KuaiRand subset, splits and in-memory batching."""
+"""Data: feature specs, datasets (bundled KuaiRand subset, official files, the simulator),
+splits, in-memory batching and the streaming pipeline."""
 
 from hgrank_jax.data.dataset import SPLITS, Dataset
 from hgrank_jax.data.features import CategoricalFeature, FeatureSpec, NumericFeature, embedding_size
@@ -10,3 +11,8 @@ from hgrank_jax.data.stats import split_stats, user_activity_groups
 from hgrank_jax.data.csv_core import CsvFormatError, MalformedRows, encode_categories, read_csv
 from hgrank_jax.data.pipeline import (BlockSource, StreamingBatcher, group_into_lists,
                                       lists_from_rows, streaming_eval_batches)
+from hgrank_jax.data.synthetic import (LogChunk, RequestLists, SimulatedLogs, SimulatorConfig,
+                                       SimWorld, build_world, concat_lists, concat_log_chunks,
+                                       config_for_view, iter_list_chunks, iter_log_chunks,
+                                       list_chunk, list_utility, log_chunk, log_feature_spec,
+                                       make_dataset, make_request_lists, true_scores)

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from typing import Callable
 
-from hgrank_jax.data import kuairand_sig
+from hgrank_jax.data import kuairand_sig, synthetic
 from hgrank_jax.data.dataset import Dataset
 
 # name -> (loader(view, seed, **kwargs), views, default view)
 _LOADERS: dict[str, tuple[Callable[..., Dataset], tuple[str, ...], str]] = {
     "kuairand_sig": (lambda view, seed, **kw: kuairand_sig.load(view, seed=seed, **kw),
                      kuairand_sig.VIEWS, "paper"),
+    # The simulator: the seed picks the simulated world and its split.
+    "synthetic": (lambda view, seed, **kw: synthetic.load(view, seed=seed, **kw),
+                  synthetic.VIEWS, "small"),
 }
 
 
