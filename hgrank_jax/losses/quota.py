@@ -142,8 +142,8 @@ def soft_ndcg_loss(scores, labels, *, where=None, topn: Optional[int] = None,
   """Negated soft NDCG@topn built on ``soft_rank``; a differentiable loss.
 
   ``DCG = sum_i (2^y_i - 1) / log2(1 + r_i) * cut_i`` with ``r = soft_rank``
-  and ``cut_i = clip(topn + 1/2 - r_i, 0, 1)``, which is exactly the indicator
-  ``r_i <= topn`` at integer ranks. Divided by the ideal DCG of the labels;
+  and ``cut_i = clip(topn + 1 - r_i, 0, 1)``, which is exactly the indicator
+  ``r_i <= topn`` at integer ranks and fades out linearly in between. Divided by the ideal DCG of the labels;
   lists with no positive label (ideal DCG 0) are left out of the mean, and
   the loss is 0 when no list qualifies (never NaN).
 
@@ -171,7 +171,7 @@ def soft_ndcg_loss(scores, labels, *, where=None, topn: Optional[int] = None,
   cutoff = n if topn is None else int(topn)
   if cutoff < 1:
     raise ValueError(f"topn must be a positive integer, got {topn!r}.")
-  in_top = jnp.clip(cutoff + 0.5 - ranks, 0.0, 1.0)
+  in_top = jnp.clip(cutoff + 1.0 - ranks, 0.0, 1.0)
   dcg = jnp.sum(jnp.where(valid, gains * in_top / jnp.log2(1.0 + ranks), 0.0), -1)
   ideal_gains = -jnp.sort(-gains, axis=-1)[..., :cutoff]
   ideal_discount = 1.0 / jnp.log2(2.0 + jnp.arange(ideal_gains.shape[-1]))
