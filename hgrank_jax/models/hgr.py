@@ -73,7 +73,8 @@ class HGRModel(nn.Module):
 
   def __post_init__(self):
     if not isinstance(self.scorer, Scorer):
-      raise ValueError(f"HGRModel: scorer must be a Scorer module, got {type(self.scorer).__name__}")
+      raise ValueError(
+          f"HGRModel: scorer must be a Scorer module, got {type(self.scorer).__name__}")
     for name in ("num_levels", "codebook_size"):
       value = getattr(self, name)
       if not isinstance(value, int) or value < 1:
@@ -185,5 +186,6 @@ def hgr_loss(output: HGROutput, labels: jax.Array, *, where: jax.Array | None = 
       "group_ce": losses.group_ce(output.logits, labels, codes=output.codes,
                                   log_sigma=output.log_sigma, where=where),
   }
-  loss = terms["logloss"] + aux_weight * terms["aux_logloss"] + hierarchical_weight * terms["group_ce"]
+  loss = (terms["logloss"] + aux_weight * terms["aux_logloss"]
+          + hierarchical_weight * terms["group_ce"])
   return loss, terms

@@ -33,7 +33,13 @@ from hgrank_jax.models.layers import MLP, FieldEmbeddings, Tower
 
 
 class ScorerOutput(NamedTuple):
-  """Logits ``[...]`` (``[..., num_tasks]`` when num_tasks > 1), ``e_u [..., d_u]``, ``e_i [..., d_i]``."""
+  """A scorer's outputs.
+
+  Attributes:
+    logits: ``[...]`` float (``[..., num_tasks]`` when num_tasks > 1).
+    user_embedding: ``e_u [..., d_u]``.
+    item_embedding: ``e_i [..., d_i]``.
+  """
 
   logits: jax.Array
   user_embedding: jax.Array
@@ -98,7 +104,8 @@ class DeepFMMain(nn.Module):
                    for i, f in enumerate(fields)], axis=-2)  # [..., F, k]
     second_order = 0.5 * jnp.sum(jnp.sum(v, -2)**2 - jnp.sum(v**2, -2), -1, keepdims=True)
     deep = MLP(self.hidden_layers, self.dropout_rate)(v.reshape(v.shape[:-2] + (-1,)), train=train)
-    return first_order + second_order + nn.Dense(self.num_tasks, use_bias=False, name="deep_logit")(deep)
+    deep_logit = nn.Dense(self.num_tasks, use_bias=False, name="deep_logit")(deep)
+    return first_order + second_order + deep_logit
 
 
 class DCNv2Main(nn.Module):
@@ -143,8 +150,9 @@ class MMoEMain(nn.Module):
   @nn.compact
   def __call__(self, fields: Sequence[jax.Array], *, train: bool = False) -> jax.Array:
     x = jnp.concatenate(fields, -1)
-    experts = jnp.stack([MLP(self.expert_layers, self.dropout_rate, name=f"expert_{e}")(x, train=train)
-                         for e in range(self.num_experts)], axis=-2)  # [..., E, h]
+    experts = jnp.stack(
+        [MLP(self.expert_layers, self.dropout_rate, name=f"expert_{e}")(x, train=train)
+         for e in range(self.num_experts)], axis=-2)  # [..., E, h]
     logits = []
     for task in range(self.num_tasks):
       gate = jax.nn.softmax(nn.Dense(self.num_experts, name=f"gate_{task}")(x), axis=-1)
