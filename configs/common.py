@@ -21,6 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
   """Defaults shared by every dataset (the paper's settings where it gives them)."""
   config = ml_collections.ConfigDict()
   config.dataset = "kuairand_sig:paper"
+  config.manual_dir = ""         # official datasets: the directory with their files
   config.split_seed = 0          # seed of the dataset split (views that re-split)
   config.seed = 0                # model init, data order, dropout
   config.num_devices = 0         # 0: every device

@@ -72,7 +72,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     workdir: directory for checkpoints, ``config.json``, ``metrics.jsonl`` and
       ``results.json``.
     objective: overrides the objective built from ``config`` (tests, notebooks).
-    dataset: overrides ``load_dataset(config.dataset, seed=config.split_seed)``.
+    dataset: overrides ``load_dataset(config.dataset, seed=config.split_seed)`` (with
+      ``manual_dir=config.manual_dir`` for official datasets).
     stop_after_step: save a checkpoint after this step and return (a test hook
       that simulates an interruption).
 
@@ -98,7 +99,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       checkpointer.close()
       return results
 
-  dataset = dataset or load_dataset(config.dataset, seed=int(config.split_seed))
+  if dataset is None:
+    options = {"manual_dir": config.manual_dir} if config.get("manual_dir") else {}
+    dataset = load_dataset(config.dataset, seed=int(config.split_seed), **options)
   if objective is None:
     from hgrank_jax.train.objectives import build_objective  # pylint: disable=g-import-not-at-top
     objective = build_objective(config, dataset.spec)
