@@ -68,6 +68,7 @@ def fit_layer2(config, pool, lines, num_segments, traffic):
                  float(calibration.expected_calibration_error(calibrated[held_out], clicks)))
     curves[line] = (calibration.reliability_curve(raw, clicks),
                     calibration.reliability_curve(calibrated[held_out], clicks))
+  segment_ece = _segment_ece(method, logs, train, calibrated, lines, num_segments)
   size = max((p["knots_x"].shape[0] for p in per_business if "knots_x" in p), default=0)
   stacked = jax.tree.map(lambda *a: jnp.stack(a), *[_pad_knots(p, size) for p in per_business])
   if config.multiplier_model == "net":
@@ -80,7 +81,35 @@ def fit_layer2(config, pool, lines, num_segments, traffic):
     alpha = np.asarray(mixer.fit_segment_multipliers(
         calibrated[train], logs["click"][train], logs["segment"][train], logs["business"][train],
         num_segments, num_businesses, prior_strength=config.multiplier_prior))
-  return {"calibration_params": stacked, "alpha": alpha, "ece": ece, "curves": curves}
+  return {"calibration_params": stacked, "alpha": alpha, "ece": ece, "curves": curves,
+          "segment_ece": segment_ece}
+
+
+def _segment_ece(method, logs, train, pooled, lines, num_segments):
+  """Held-out ECE within user segments: pooled vs per-segment (conditional) fits.
+
+  Returns:
+    dict line -> (mean segment ECE of the pooled map, of the conditional map).
+  """
+  out = {}
+  for b, line in enumerate(lines):
+    rows = logs["business"] == b
+    params = calibration.fit_conditional(method, logs["raw"][train], logs["click"][train],
+                                         logs["segment"][train], num_segments,
+                                         where=rows[train], min_weight=200.0)
+    held_out = ~train & rows
+    conditional = np.asarray(calibration.apply_conditional(
+        method, params, logs["raw"][held_out], logs["segment"][held_out]))
+    pairs = []
+    for segment in range(num_segments):
+      mask = logs["segment"][held_out] == segment
+      if mask.sum() == 0:
+        continue
+      clicks = logs["click"][held_out][mask]
+      pairs.append((float(calibration.expected_calibration_error(pooled[held_out][mask], clicks)),
+                    float(calibration.expected_calibration_error(conditional[mask], clicks))))
+    out[line] = tuple(float(x) for x in np.mean(pairs, axis=0))
+  return out
 
 
 def _gains(spec):
@@ -108,6 +137,10 @@ def variants(config, fitted, num_segments, num_businesses):
       ("+ governance", dict(damped, anchor=True, shared_accounting=True)),
       ("  governance: anchor only", dict(shaded, anchor=True)),
       ("  governance: damping + shared accounting only", dict(damped, shared_accounting=True)),
+      ("  + governance, direct win-rate route", dict(damped, anchor=True, shared_accounting=True,
+                                                    win_model="direct"
+                                                    if config.win_model == "landscape"
+                                                    else "landscape")),
   ]
   return [(name, sim.Policy(**spec)) for name, spec in ladder]
 
@@ -120,7 +153,9 @@ def summarise(records, traffic, lines, *, raw=False):
   over a cap (for a floor, both count only the shortfall below it). Both are
   also given away from supply shocks ("no shock"). Oscillation amplitude is sqrt(2)
   times the standard deviation of the windowed load around its moving average
-  over three windows, relative to the target (a sinusoid's amplitude). Score
+  over three windows, relative to the target (a sinusoid's amplitude), averaged
+  over the controllers that price at least half of the time (and, as a second
+  column, over every controlled business, slack ones included). Score
   drift is the mean score over the mean calibrated value minus 1 (0 when
   scores sit on the value baseline), with its change from the first to the
   last post-warm-up day as the trend.
@@ -141,7 +176,7 @@ def summarise(records, traffic, lines, *, raw=False):
     last = int((shock_start + duration) * traffic.steps_per_day) + 2 * traffic.window_steps
     calm[first:last] = False
   calm = calm[start:]
-  amplitudes = []
+  amplitudes, acting = [], []
   for b in np.flatnonzero(kind != 0):
     relative = kind[b] * (load[:, b] - target[b]) / target[b]
     if kind[b] < 0:  # a floor is only missed from below: count the shortfall
@@ -153,8 +188,14 @@ def summarise(records, traffic, lines, *, raw=False):
     smooth = np.convolve(load[:, b], kernel, mode="same")
     inner = slice(span, len(smooth) - span)
     amplitudes.append(np.sqrt(2) * np.std((load[:, b] - smooth)[inner]) / target[b])
+    # A controller that priced at least half of the time is acting; one whose
+    # target stays slack only feels the others' oscillation.
+    acting.append(np.mean(records["lam"][start:, b] > 0) >= 0.5)
     row[f"{lines[b]} mean load"] = float(load[:, b].mean())
-  row["oscillation amplitude"] = float(np.mean(amplitudes))
+  amplitudes, acting = np.asarray(amplitudes), np.asarray(acting)
+  row["oscillation amplitude"] = float(np.mean(amplitudes[acting])) if acting.any() else float(
+      "nan")
+  row["oscillation amplitude (all controlled)"] = float(np.mean(amplitudes))
   ratio = records["mean_score"][start:] / records["mean_value"][start:]
   day = traffic.steps_per_day
   row["score drift"] = float("nan") if raw else float(np.mean(ratio) - 1)

@@ -34,7 +34,7 @@ def _fmt(value):
 def _main_columns(columns):
   """The issue's columns: value, engagement, load errors, oscillation, drift."""
   keep = ("platform value / request", "engagement / request", "oscillation amplitude",
-          "score drift")
+          "oscillation amplitude (all controlled)", "score drift")
   return [c for c in columns if c in keep or c.endswith("load error")
           or c.endswith("load error (no shock)")]
 
@@ -93,12 +93,20 @@ def target_checks(results):
               f"drift {governed['score drift']:+.2%} (trend {governed['score drift trend']:+.2%})",
               abs(governed["score drift"]) < 0.02 and abs(governed["score drift trend"]) < 0.02))
   ratio = governed["oscillation amplitude"] / ungoverned["oscillation amplitude"]
-  out.append(("with governance: oscillation amplitude at most half",
+  key = "oscillation amplitude (all controlled)"
+  out.append(("with governance: oscillation amplitude at most half (acting controllers; all "
+              "controlled, slack floor included, in brackets)",
               f"{governed['oscillation amplitude']:.3f} vs "
-              f"{ungoverned['oscillation amplitude']:.3f} (ratio {ratio:.2f})", ratio <= 0.5))
+              f"{ungoverned['oscillation amplitude']:.3f} (ratio {ratio:.2f}) "
+              f"[{governed[key]:.3f} vs {ungoverned[key]:.3f}, ratio "
+              f"{governed[key] / ungoverned[key]:.2f}]", ratio <= 0.5))
   for line, (before, after) in results["fitted"]["ece"].items():
     out.append((f"calibration lowers held-out ECE: {line}", f"{before:.4f} -> {after:.4f}",
                 after < before))
+  for line, (pooled, conditional) in results["fitted"]["segment_ece"].items():
+    out.append((f"(extra) conditional calibration per user segment, mean within-segment ECE: "
+                f"{line}", f"pooled {pooled:.4f} -> per segment {conditional:.4f}",
+                conditional < pooled))
   return out
 
 
@@ -199,6 +207,8 @@ def write_results(results, folder):
   summary = {"rows": results["rows"],
              "ece": {k: {"raw": v[0], "calibrated": v[1]}
                      for k, v in results["fitted"]["ece"].items()},
+             "segment_ece": {k: {"pooled": v[0], "conditional": v[1]}
+                             for k, v in results["fitted"]["segment_ece"].items()},
              "lambda_check": {k: v for k, v in results["checks"].items() if k != "trajectory"},
              "alpha": np.asarray(results["fitted"]["alpha"]).tolist(),
              "true_segment_effect": np.exp(results["segment_effect"]).tolist(),
