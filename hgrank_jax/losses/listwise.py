@@ -26,6 +26,7 @@ Array = jax.Array
 LABEL_EPSILON = 1e-8
 
 
+@functools.partial(jax.jit, static_argnames=("num_segments", "eps"))
 def segment_cross_entropy(
     log_scores: Array,
     labels: Array,

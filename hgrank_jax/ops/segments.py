@@ -13,6 +13,8 @@ more generally, an id outside ``[0, num_segments)``); the reductions here drop
 such rows, as ``jax.ops.segment_sum`` does.
 """
 
+import functools
+import inspect
 from typing import Optional, Sequence, Tuple
 
 import jax
@@ -36,6 +38,28 @@ def _check_num_segments(num_segments) -> int:
   return num_segments
 
 
+def _jit_with_static_num_segments(fn):
+  """jit ``fn`` with ``num_segments`` static, validating it first.
+
+  Compiling each reduction as one program is several times cheaper than
+  dispatching its primitives one by one in eager calls; under an outer jit the
+  inner one is inlined. The check runs before jit so that a traced or
+  non-integer ``num_segments`` gets an error naming it rather than a hashing
+  error.
+  """
+  jitted = jax.jit(fn, static_argnames=("num_segments",))
+  signature = inspect.signature(fn)
+
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    bound = signature.bind(*args, **kwargs)
+    bound.arguments["num_segments"] = _check_num_segments(
+        bound.arguments["num_segments"])
+    return jitted(**bound.arguments)
+
+  return wrapper
+
+
 def _keys_matrix(keys: Array, name: str) -> Array:
   keys = jnp.asarray(keys)
   if keys.ndim == 1:
@@ -57,6 +81,7 @@ def _check_where(where: Optional[Array], n: int) -> Array:
   return where.astype(jnp.bool_)
 
 
+@jax.jit
 def prefix_segment_ids(
     codes: Array,
     *,
@@ -126,6 +151,7 @@ def prefix_segment_ids(
   return ids.T, num_groups
 
 
+@jax.jit
 def dense_segment_ids(
     keys: Array, *, where: Optional[Array] = None
 ) -> Tuple[Array, Array]:
@@ -172,6 +198,7 @@ def _masked(values: Array, segment_ids: Array, num_segments: int,
   return values, segment_ids
 
 
+@_jit_with_static_num_segments
 def segment_sum(values: Array, segment_ids: Array, num_segments: int, *,
                 where: Optional[Array] = None) -> Array:
   """Sum of ``values`` ``[n, ...]`` per segment: ``[num_segments, ...]``.
@@ -187,6 +214,7 @@ def segment_sum(values: Array, segment_ids: Array, num_segments: int, *,
   return jax.ops.segment_sum(values, segment_ids, num_segments=num_segments)
 
 
+@_jit_with_static_num_segments
 def segment_count(segment_ids: Array, num_segments: int, *,
                   where: Optional[Array] = None) -> Array:
   """Number of (valid) rows per segment, ``[num_segments]`` int32.
@@ -199,6 +227,7 @@ def segment_count(segment_ids: Array, num_segments: int, *,
   return segment_sum(ones, segment_ids, num_segments, where=where)
 
 
+@_jit_with_static_num_segments
 def segment_mean(values: Array, segment_ids: Array, num_segments: int, *,
                  where: Optional[Array] = None,
                  empty_value: float = 0.0) -> Array:
@@ -216,6 +245,7 @@ def segment_mean(values: Array, segment_ids: Array, num_segments: int, *,
   return jnp.where(counts > 0, means, jnp.asarray(empty_value, totals.dtype))
 
 
+@_jit_with_static_num_segments
 def segment_max(values: Array, segment_ids: Array, num_segments: int, *,
                 where: Optional[Array] = None) -> Array:
   """Max per segment; empty segments get ``-inf``.
@@ -230,6 +260,7 @@ def segment_max(values: Array, segment_ids: Array, num_segments: int, *,
   return jax.ops.segment_max(values, segment_ids, num_segments=num_segments)
 
 
+@_jit_with_static_num_segments
 def segment_min(values: Array, segment_ids: Array, num_segments: int, *,
                 where: Optional[Array] = None) -> Array:
   """Min per segment; empty segments get ``+inf`` (the dtype's max for ints).
@@ -246,6 +277,7 @@ def segment_min(values: Array, segment_ids: Array, num_segments: int, *,
   return jax.ops.segment_min(values, segment_ids, num_segments=num_segments)
 
 
+@_jit_with_static_num_segments
 def segment_logsumexp(values: Array, segment_ids: Array, num_segments: int, *,
                       where: Optional[Array] = None) -> Array:
   r"""Stable :math:`\log \sum_{i \in m} e^{v_i}` per segment, ``-inf`` if empty.
@@ -284,6 +316,7 @@ def segment_logsumexp(values: Array, segment_ids: Array, num_segments: int, *,
   return jnp.where(nonempty, safe_log + peak, -jnp.inf)
 
 
+@_jit_with_static_num_segments
 def segment_log_softmax(values: Array, segment_ids: Array, num_segments: int,
                         *, where: Optional[Array] = None) -> Array:
   """Per-row log-softmax within each segment; masked rows get 0.

@@ -39,14 +39,14 @@ def test_list_ce_group_without_positive_counts_in_m():
 
 
 def test_list_ce_whole_batch_and_leading_axes():
-  logits, labels, _, valid = _batch(3, n=48)
+  logits, labels, _, valid = _batch(3)
   whole = losses.list_ce(logits, labels, where=valid)
   np.testing.assert_allclose(
-      whole, np_list_ce_groups(logits, labels, np.zeros(48), valid), rtol=1e-5)
+      whole, np_list_ce_groups(logits, labels, np.zeros(60), valid), rtol=1e-5)
   # Leading axes: each row is its own list; the mean runs over lists.
-  shaped = losses.list_ce(logits.reshape(4, 12), labels.reshape(4, 12),
-                          where=valid.reshape(4, 12))
-  list_index = np.repeat(np.arange(4), 12)
+  shaped = losses.list_ce(logits.reshape(5, 12), labels.reshape(5, 12),
+                          where=valid.reshape(5, 12))
+  list_index = np.repeat(np.arange(5), 12)
   np.testing.assert_allclose(
       shaped, np_list_ce_groups(logits, labels, list_index, valid), rtol=1e-5)
 
