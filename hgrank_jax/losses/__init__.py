@@ -1,4 +1,4 @@
-"""Training losses with Rax's signature ``fn(logits, labels, *, where, segments)``.
+"""Training losses with Rax's signature ``fn(logits, labels, *, where, ...)``.
 
 Pointwise :func:`logloss` (Eq. 1); listwise :func:`list_ce` (Eq. 8) and
 :func:`softmax_ce`; pairwise :func:`pairwise_logistic`; the paper's hierarchical
@@ -80,7 +80,8 @@ def with_logloss(ranking_loss: Callable, weight: float = 1.0) -> Callable:
             + weight * ranking_loss(logits, labels, where=where,
                                     segments=segments, **kwargs))
 
-  combined.__name__ = f"logloss_plus_{getattr(ranking_loss, '__name__', 'loss')}"
+  inner_name = getattr(ranking_loss, "__name__", "loss")
+  combined.__name__ = f"logloss_plus_{inner_name}"
   return combined
 
 

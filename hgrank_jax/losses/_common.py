@@ -1,7 +1,7 @@
 """Shared argument checks and list flattening for the losses in this package.
 
-Every loss takes ``logits`` and ``labels`` shaped ``[..., n]`` (lists on the last
-axis, leading axes are independent lists) plus optional ``where`` and
+Every loss takes ``logits`` and ``labels`` shaped ``[..., n]`` (lists on the
+last axis, leading axes are independent lists) plus optional ``where`` and
 ``segments`` of the same shape. The checks run on shapes and dtypes only, so
 they raise at trace time under ``jax.jit`` and name the offending argument.
 """
@@ -26,8 +26,8 @@ def check_same_shape(name: str, value, reference_shape, reference_name: str):
         f"{tuple(reference_shape)}, got {shape}")
 
 
-def prepare(logits, labels, where, segments, *, logits_name: str = "logits",
-            list_shape=None) -> Tuple[Array, Array, Array, Optional[Array]]:
+def prepare(logits, labels, where, segments, *, logits_name: str = "logits"
+            ) -> Tuple[Array, Array, Array, Optional[Array]]:
   """Validates and converts the common arguments.
 
   Returns float ``logits``, float ``labels`` (masked rows zeroed), a bool
@@ -36,8 +36,7 @@ def prepare(logits, labels, where, segments, *, logits_name: str = "logits",
   logits = jnp.asarray(logits)
   if not jnp.issubdtype(logits.dtype, jnp.floating):
     raise TypeError(f"{logits_name} must be floating point, got {logits.dtype}")
-  if list_shape is None:
-    list_shape = logits.shape
+  list_shape = logits.shape
   if len(list_shape) < 1:
     raise ValueError(f"{logits_name} must have at least one axis (the list), "
                      f"got shape {logits.shape}")

@@ -40,7 +40,8 @@ def segment_cross_entropy(
 
   For segment :math:`m` with rows :math:`G_m`,
   :math:`\ell_m = -\sum_{i \in G_m} \tilde y_i \big(a_i - \log\sum_{j \in G_m}
-  e^{a_j}\big)` with :math:`\tilde y_i = y_i / (\sum_{j \in G_m} y_j + \epsilon)`
+  e^{a_j}\big)` with
+  :math:`\tilde y_i = y_i / (\sum_{j \in G_m} y_j + \epsilon)`
   and :math:`a` = ``log_scores``. Returns :math:`\frac{1}{M}\sum_m \ell_m` over
   the :math:`M` segments holding at least one valid row; a segment without a
   positive adds 0 but still counts in :math:`M`. 0 when no row is valid.

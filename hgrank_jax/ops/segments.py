@@ -3,10 +3,10 @@
 Listwise and group-wise losses, GAUC, rerankers and the trainer all need the
 same two things: turn arbitrary integer keys (a user id, a request id, the first
 ``l`` codes of a hierarchical user code) into dense ids ``0 .. S-1``, and reduce
-values within each id. Dense ids are found by one lexicographic sort, so the cost
-is O(n log n) in rows and O(n) in memory whatever the key space (``K**L`` code
-prefixes never get materialised), and the number of segments is bounded by the
-static row count ``n``, which keeps every shape static under ``jax.jit``.
+values within each id. Dense ids are found by one lexicographic sort, so the
+cost is O(n log n) in rows and O(n) in memory whatever the key space (``K**L``
+code prefixes never get materialised), and the number of segments is bounded by
+the static row count ``n``, which keeps every shape static under ``jax.jit``.
 
 Convention: rows that are masked out (``where`` False) receive the id ``n`` (or,
 more generally, an id outside ``[0, num_segments)``); the reductions here drop

@@ -3,7 +3,8 @@
 import pathlib
 import re
 
-DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "losses_and_metrics.md"
+DOC = (pathlib.Path(__file__).resolve().parents[2] / "docs"
+       / "losses_and_metrics.md")
 
 
 def test_user_guide_example_runs(capsys):

@@ -133,7 +133,8 @@ def test_out_of_range_ids_are_dropped_and_gather_fills():
   ids = jnp.array([0, 2, -1])
   np.testing.assert_allclose(seg.segment_sum(values, ids, 2), [1., 0.])
   np.testing.assert_array_equal(
-      seg.gather_segments(jnp.array([10, 20]), ids, fill_value=-1), [10, -1, -1])
+      seg.gather_segments(jnp.array([10, 20]), ids, fill_value=-1),
+      [10, -1, -1])
 
 
 def test_jit_agrees_with_eager():
