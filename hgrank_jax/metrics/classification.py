@@ -159,6 +159,8 @@ def auc(scores: Array, labels: Array, *,
   0.875
   """
   scores, labels, valid = _prepare("scores", scores, labels, where)
+  if scores.shape[0] == 0:  # Static: an empty input has no AUC.
+    return jnp.array(jnp.nan, _accumulator_dtype())
   groups = jnp.zeros(scores.shape, jnp.int32)
   values, _, qualifies = _grouped_auc(scores, labels > 0.5, valid, groups)
   return jnp.where(qualifies[0], values[0], jnp.nan)

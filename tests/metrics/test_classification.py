@@ -68,6 +68,12 @@ def test_undefined_metrics_are_nan_not_zero():
                                   where=jnp.zeros(3, bool)))
   assert np.isnan(metrics.expected_calibration_error(
       scores, jnp.array([1, 0, 1]), where=jnp.zeros(3, bool)))
+  empty = jnp.zeros(0)
+  for value in (metrics.auc(empty, empty),
+                metrics.gauc(empty, empty, jnp.zeros(0, int)),
+                metrics.logloss(empty, empty),
+                metrics.expected_calibration_error(empty, empty)):
+    assert np.isnan(value)
 
 
 def _np_ece_and_bins(probs, labels, num_bins):
