@@ -25,6 +25,10 @@ def get_config(arg=None):
   config.multiplier_model = "table"        # table (per segment) | net (Flax MLP)
   config.multiplier_prior = 20.0
   config.win_model = "landscape"           # landscape | direct
+  # Names of the variants to run (see experiment.variants); empty runs all.
+  # The target checks need "+ pacing (unshaded)", "+ shading with pacing" and
+  # "+ governance".
+  config.variants = ()
 
   traffic = ml_collections.ConfigDict()
   traffic.seed = 0

@@ -61,13 +61,15 @@ def fit_layer2(config, pool, lines, num_segments, traffic):
                              where=fit_rows[train])
     per_business.append(params)
     rows = logs["business"] == b
-    calibrated[rows] = np.asarray(calibration.apply(method, params, logs["raw"][rows]))
+    mapped = np.asarray(calibration.apply(method, params, logs["raw"]))
+    calibrated[rows] = mapped[rows]
+    # Full-length arrays with a mask (not slices): one compiled shape for all.
     held_out = ~train & rows
-    raw, clicks = logs["raw"][held_out], logs["click"][held_out]
-    ece[line] = (float(calibration.expected_calibration_error(raw, clicks)),
-                 float(calibration.expected_calibration_error(calibrated[held_out], clicks)))
-    curves[line] = (calibration.reliability_curve(raw, clicks),
-                    calibration.reliability_curve(calibrated[held_out], clicks))
+    raw, clicks = logs["raw"], logs["click"]
+    ece[line] = (float(calibration.expected_calibration_error(raw, clicks, where=held_out)),
+                 float(calibration.expected_calibration_error(mapped, clicks, where=held_out)))
+    curves[line] = (calibration.reliability_curve(raw, clicks, where=held_out),
+                    calibration.reliability_curve(mapped, clicks, where=held_out))
   segment_ece = _segment_ece(method, logs, train, calibrated, lines, num_segments)
   size = max((p["knots_x"].shape[0] for p in per_business if "knots_x" in p), default=0)
   stacked = jax.tree.map(lambda *a: jnp.stack(a), *[_pad_knots(p, size) for p in per_business])
@@ -98,16 +100,15 @@ def _segment_ece(method, logs, train, pooled, lines, num_segments):
                                          logs["segment"][train], num_segments,
                                          where=rows[train], min_weight=200.0)
     held_out = ~train & rows
-    conditional = np.asarray(calibration.apply_conditional(
-        method, params, logs["raw"][held_out], logs["segment"][held_out]))
+    conditional = np.asarray(calibration.apply_conditional(method, params, logs["raw"],
+                                                           logs["segment"]))
     pairs = []
     for segment in range(num_segments):
-      mask = logs["segment"][held_out] == segment
+      mask = held_out & (logs["segment"] == segment)
       if mask.sum() == 0:
         continue
-      clicks = logs["click"][held_out][mask]
-      pairs.append((float(calibration.expected_calibration_error(pooled[held_out][mask], clicks)),
-                    float(calibration.expected_calibration_error(conditional[mask], clicks))))
+      pairs.append(tuple(float(calibration.expected_calibration_error(p, logs["click"], where=mask))
+                         for p in (pooled, conditional)))
     out[line] = tuple(float(x) for x in np.mean(pairs, axis=0))
   return out
 
@@ -263,7 +264,14 @@ def run_experiment(config, log=print):
   log(f"fitted calibration ({config.calibration_method}) and multipliers "
       f"in {time.time() - started:.1f}s")
   rows, runs = {}, {}
-  for name, policy in variants(config, fitted, num_segments, len(lines)):
+  wanted = tuple(config.get("variants", ()))
+  ladder = variants(config, fitted, num_segments, len(lines))
+  unknown = set(wanted) - {name for name, _ in ladder}
+  if unknown:
+    raise ValueError(f"unknown variants {sorted(unknown)}; choose from {[n for n, _ in ladder]}")
+  for name, policy in ladder:
+    if wanted and name not in wanted:
+      continue
     t0 = time.time()
     runs[name] = sim.run_stream(policy, traffic, pool, lines, schedule)
     rows[name] = summarise(runs[name], traffic, lines, raw=not policy.calibrate)
