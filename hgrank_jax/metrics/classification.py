@@ -248,10 +248,18 @@ def expected_calibration_error(probs: Array, labels: Array, *,
                    jnp.nan)
 
 
-def _np_grouped_auc(scores, positive, groups):
-  """float64 numpy twin of :func:`_grouped_auc` over already-valid rows."""
+def _np_grouped_auc(scores, positive, groups=None):
+  """float64 numpy twin of :func:`_grouped_auc` over already-valid rows.
+
+  ``groups=None`` means one group; a plain argsort is then ~3x faster than
+  the lexicographic sort.
+  """
   n = scores.shape[0]
-  order = np.lexsort((scores, groups))
+  if groups is None:
+    groups = np.zeros(n, np.int64)
+    order = np.argsort(scores, kind="stable")
+  else:
+    order = np.lexsort((scores, groups))
   s, g, pos = scores[order], groups[order], positive[order]
   neg = ~pos
   new_group = np.ones(n, bool)
@@ -334,8 +342,7 @@ def ctr_metrics(logits, labels, groups=None, *, where=None,
     return result
   result["logloss"] = float(np.mean(np.logaddexp(0.0, logits)
                                     - labels * logits))
-  aucs, _, qualifies = _np_grouped_auc(logits, positive,
-                                       np.zeros(n, np.int64))
+  aucs, _, qualifies = _np_grouped_auc(logits, positive)
   result["auc"] = float(aucs[0]) if qualifies[0] else float("nan")
   if groups is not None:
     aucs, rows, qualifies = _np_grouped_auc(logits, positive, groups)
