@@ -111,6 +111,7 @@ def target_checks(results):
 
 
 def write_targets(results, folder):
+  """``targets.md``: each target, its measured numbers and whether it was met."""
   checks = target_checks(results)
   lines = ["| target | measured | met |", "|---|---|---|"]
   lines += [f"| {t} | {m} | {'yes' if ok else 'no'} |" for t, m, ok in checks]
@@ -120,6 +121,7 @@ def write_targets(results, folder):
 
 
 def plot_loads(results, folder):
+  """``loads.png`` (windowed load vs target per controlled line) and ``lambda.png``."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -160,6 +162,7 @@ def plot_loads(results, folder):
 
 
 def plot_reliability(results, folder):
+  """``reliability.png``: held-out reliability per line, raw and calibrated, with ECE."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -181,6 +184,7 @@ def plot_reliability(results, folder):
 
 
 def plot_lambda_check(results, folder):
+  """``lambda_check.png``: the PI controller's lambda against the bisection lambda*."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top

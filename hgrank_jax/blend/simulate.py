@@ -220,6 +220,8 @@ class Policy(NamedTuple):
 
 
 class StepState(NamedTuple):
+  """What one time step hands the next (all jnp arrays; B businesses, W window)."""
+
   controller: pacing.ControllerState
   wins_window: jnp.ndarray      # [W, B]
   slots_window: jnp.ndarray     # [W]
@@ -230,6 +232,7 @@ class StepState(NamedTuple):
 
 
 def init_state(num_businesses, window_steps):
+  """Fresh :class:`StepState`: lambda 0, empty window, scale 1, no ledger yet."""
   zeros = jnp.zeros((num_businesses,), jnp.float32)
   return StepState(controller=pacing.init_controller(num_businesses),
                    wins_window=jnp.zeros((window_steps, num_businesses), jnp.float32),
