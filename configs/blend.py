@@ -29,6 +29,10 @@ def get_config(arg=None):
   # The target checks need "+ pacing (unshaded)", "+ shading with pacing" and
   # "+ governance".
   config.variants = ()
+  # The seed's cost constraint: the ad line capped on score spent per slot at
+  # this fraction of its unconstrained spend, shaded vs uniformly throttled.
+  config.spend_check = True
+  config.spend_cap_fraction = 0.6
 
   traffic = ml_collections.ConfigDict()
   traffic.seed = 0
@@ -79,6 +83,7 @@ def get_config(arg=None):
     traffic.warmup_days = 0.5
     traffic.shocks = (("live", 1.2, 0.3, 0.0),)
     traffic.log_impressions = 8000
+    config.spend_check = False
   elif arg not in (None, ""):
     raise ValueError(f"unknown variant {arg!r}; use configs/blend.py or configs/blend.py:runlocal")
   return config

@@ -276,6 +276,10 @@ def apply_conditional(method, params, scores, segments):
 def reliability_curve(probs, labels, *, num_bins=15, where=None):
   """Per equal-width probability bin: mean prediction, mean label and count.
 
+  Bins follow :func:`hgrank_jax.metrics.expected_calibration_error` (a
+  probability on an inner edge belongs to the lower bin), so the count-weighted
+  gap of these curves is that ECE.
+
   Returns:
     ``(mean_prob [num_bins], mean_label [num_bins], count [num_bins])``; empty
     bins hold NaN means and count 0.
@@ -283,7 +287,8 @@ def reliability_curve(probs, labels, *, num_bins=15, where=None):
   probs = jnp.asarray(probs, jnp.result_type(float)).reshape(-1)
   labels = jnp.asarray(labels, probs.dtype).reshape(-1)
   weights = jnp.ones_like(probs) if where is None else jnp.asarray(where, probs.dtype).reshape(-1)
-  bins = jnp.clip((probs * num_bins).astype(jnp.int32), 0, num_bins - 1)
+  edges = jnp.linspace(0.0, 1.0, num_bins + 1, dtype=probs.dtype)
+  bins = jnp.searchsorted(edges[1:-1], probs, side="left")
   count = jax.ops.segment_sum(weights, bins, num_segments=num_bins)
   prob_sum = jax.ops.segment_sum(weights * probs, bins, num_segments=num_bins)
   label_sum = jax.ops.segment_sum(weights * labels, bins, num_segments=num_bins)
@@ -291,22 +296,26 @@ def reliability_curve(probs, labels, *, num_bins=15, where=None):
   return prob_sum / safe, label_sum / safe, count
 
 
-@functools.partial(jax.jit, static_argnames=("num_bins",))
 def expected_calibration_error(probs, labels, *, num_bins=15, where=None):
-  """ECE: count-weighted mean of |mean prediction - mean label| over equal-width bins.
+  """ECE over equal-width bins: the shared metric, on inputs of any shape.
+
+  Delegates to :func:`hgrank_jax.metrics.expected_calibration_error` (one
+  definition for the whole package) after flattening.
 
   Args:
     probs: float ``[...]`` predicted probabilities in [0, 1].
     labels: float ``[...]`` outcomes in {0, 1} (or rates in [0, 1]).
-    num_bins: equal-width bins on [0, 1].
-    where: optional bool mask.
+    num_bins: static number of equal-width bins on [0, 1].
+    where: optional bool mask of the same shape.
 
   Returns:
     Float scalar; NaN when no entry is valid.
   """
-  mean_prob, mean_label, count = reliability_curve(probs, labels, num_bins=num_bins, where=where)
-  gaps = jnp.where(count > 0, jnp.abs(mean_prob - mean_label), 0.0)
-  return jnp.sum(count * gaps) / jnp.where(count.sum() > 0, count.sum(), jnp.nan)
+  from hgrank_jax import metrics  # pylint: disable=g-import-not-at-top
+  probs = jnp.asarray(probs, jnp.result_type(float)).reshape(-1)
+  labels = jnp.asarray(labels, probs.dtype).reshape(-1)
+  mask = None if where is None else jnp.asarray(where, bool).reshape(-1)
+  return metrics.expected_calibration_error(probs, labels, num_bins=num_bins, where=mask)
 
 
 def save_params(path, params):

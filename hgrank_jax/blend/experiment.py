@@ -11,6 +11,7 @@ and shaded against uniformly scaled bidding at equal cost.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
@@ -254,6 +255,44 @@ def lambda_convergence_check(seed=0, num_steps=400, batch=256):
           "shaded_value": float(shaded_value), "scaled_value": scaled_value}
 
 
+def spend_cap_check(config, traffic, pool, lines, schedule, fitted, num_segments):
+  """The seed's cost constraint in the simulator: shaded vs uniform at a spend cap.
+
+  Only the ad line is constrained, on the score it spends per filled slot,
+  capped at ``config.spend_cap_fraction`` of what it spends unconstrained (the
+  "+ multipliers" policy). The same controller (governed gains, shared ledger)
+  paces it once with a uniform throttle and once with shading.
+
+  Returns:
+    dict with the cap and, per policy, the ad's spend per slot, its relative
+    error against the cap (MARE of the window after warm-up), its value per
+    request and the platform's value per request.
+  """
+  ad = lines.index("ad")
+  start = int(round(traffic.warmup_days * traffic.steps_per_day))
+  ladder = dict(variants(config, fitted, num_segments, len(lines)))
+  free = sim.run_stream(ladder["+ multipliers"], traffic, pool, lines, schedule)
+  cap = config.spend_cap_fraction * float(free["spend"][start:, ad].sum()
+                                          / free["slots"][start:].sum())
+  caps = tuple(cap if b == ad else float("nan") for b in range(len(lines)))
+  spend_traffic = dataclasses.replace(traffic, cap_measure="spend", caps=caps,
+                                      floors=(0.0,) * len(lines))
+  out = {"cap": cap, "unconstrained spend / slot": cap / config.spend_cap_fraction}
+  for name, key in (("uniform throttle", "+ pacing (unshaded)"),
+                    ("shading", "+ shading with pacing")):
+    policy = ladder[key]._replace(gains=_gains(config.governed_gains), shared_accounting=True)
+    records = sim.run_stream(policy, spend_traffic, pool, lines, schedule)
+    window = records["window_load"][start:, ad]
+    requests = records["requests"][start:].sum()
+    out[name] = {
+        "ad spend / slot": float(records["spend"][start:, ad].sum()
+                                 / records["slots"][start:].sum()),
+        "ad spend error": float(np.mean(np.abs(window - cap)) / cap),
+        "ad value / request": float(records["business_value"][start:, ad].sum() / requests),
+        "platform value / request": float(records["value"][start:].sum() / requests)}
+  return out
+
+
 def run_experiment(config, log=print):
   """Runs every variant; returns tables, per-step records and checks."""
   traffic = traffic_config(config)
@@ -276,7 +315,12 @@ def run_experiment(config, log=print):
     runs[name] = sim.run_stream(policy, traffic, pool, lines, schedule)
     rows[name] = summarise(runs[name], traffic, lines, raw=not policy.calibrate)
     log(f"{name}: {time.time() - t0:.1f}s {rows[name]}")
+  spend_check = None
+  if config.get("spend_check", False):
+    spend_check = spend_cap_check(config, traffic, pool, lines, schedule, fitted, num_segments)
+    log(f"spend-cap check: {spend_check}")
   checks = lambda_convergence_check(seed=config.seed)
   log(f"lambda check: {checks['lambda_controller']:.4f} vs lambda* {checks['lambda_star']:.4f}")
   return {"traffic": traffic, "lines": lines, "rows": rows, "runs": runs, "fitted": fitted,
-          "checks": checks, "volume": schedule[3], "segment_effect": effect}
+          "checks": checks, "volume": schedule[3], "segment_effect": effect,
+          "spend_check": spend_check}

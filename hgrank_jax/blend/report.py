@@ -85,6 +85,17 @@ def target_checks(results):
                 f"{shaded_ratio:.4f} vs {plain_ratio:.4f} (value per won slot "
                 f"{ungoverned[f'{line} value / won slot']:.4f} vs "
                 f"{paced[f'{line} value / won slot']:.4f})", shaded_ratio > plain_ratio))
+  spend = results.get("spend_check")
+  if spend:
+    shaded, uniform = spend["shading"], spend["uniform throttle"]
+    out.append((f"simulator, ad capped on score spent per slot ({spend['cap']:.4f}): ad value "
+                "per request, shaded vs uniform throttle (spend per slot and its window "
+                "error in brackets)",
+                f"{shaded['ad value / request']:.4f} vs {uniform['ad value / request']:.4f} "
+                f"[{shaded['ad spend / slot']:.4f}, {shaded['ad spend error']:.2%} vs "
+                f"{uniform['ad spend / slot']:.4f}, {uniform['ad spend error']:.2%}]",
+                shaded["ad value / request"] > uniform["ad value / request"]
+                and shaded["ad spend / slot"] <= uniform["ad spend / slot"] * 1.01))
   out.append(("without governance: deflation or oscillation shows (drift, amplitude)",
               f"drift {ungoverned['score drift']:+.2%}, amplitude "
               f"{ungoverned['oscillation amplitude']:.3f}",
@@ -215,6 +226,7 @@ def write_results(results, folder):
                              for k, v in results["fitted"]["segment_ece"].items()},
              "lambda_check": {k: v for k, v in results["checks"].items() if k != "trajectory"},
              "alpha": np.asarray(results["fitted"]["alpha"]).tolist(),
+             "spend_check": results.get("spend_check"),
              "true_segment_effect": np.exp(results["segment_effect"]).tolist(),
              "targets": [{"target": t, "measured": m, "met": bool(ok)} for t, m, ok in checks]}
   with open(os.path.join(folder, "summary.json"), "w") as f:

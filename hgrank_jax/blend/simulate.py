@@ -56,6 +56,9 @@ class TrafficConfig:
   on that window, or with shared accounting on the platform's per-step ledger
   (an exponential average with time constant ``feedback_steps``): the
   window's lag is what makes independent controllers overshoot.
+  With ``cap_measure="spend"`` a cap bounds the score a line spends per
+  filled slot (the sum of its winning submitted scores over slots, the seed's
+  cost constraint) instead of its share of slots; floors stay on load.
   ``shocks`` are ``(business, start_day, duration_days, kept_fraction)``
   cutting that line's queues to ``kept_fraction`` of their length.
   """
@@ -76,6 +79,7 @@ class TrafficConfig:
   warmup_days: float = 0.75
   window_steps: int = 8
   feedback_steps: float = 4.0
+  cap_measure: str = "load"
   monetized: tuple[str, ...] = ("live", "ad")
   max_monetized: int = 3
   no_adjacent_monetized: bool = True
@@ -248,7 +252,11 @@ def targets_of(config: TrafficConfig, num_businesses):
   floors = np.nan_to_num(np.asarray(config.floors, np.float64), nan=0.0)
   if caps.shape != (num_businesses,) or floors.shape != (num_businesses,):
     raise ValueError(f"caps and floors need one entry per business line ({num_businesses})")
-  pacing.validate_targets(caps, floors)
+  if config.cap_measure not in ("load", "spend"):
+    raise ValueError(f"cap_measure must be 'load' or 'spend', got {config.cap_measure!r}")
+  # Load caps and floors split one pool of slots and must fit together; spend
+  # caps are in score units, so only the floors are checked then.
+  pacing.validate_targets(caps if config.cap_measure == "load" else None, floors)
   kind = np.where(np.isfinite(caps), 1, np.where(floors > 0, -1, 0)).astype(np.int32)
   target = np.where(kind == 1, caps, np.where(kind == -1, floors, 1.0)).astype(np.float32)
   return kind, target
@@ -266,7 +274,8 @@ def run_stream(policy: Policy, config: TrafficConfig, pool: RequestPool, lines, 
 
   Returns:
     dict of numpy arrays over steps ``[T]`` or ``[T, B]``: step_load,
-    window_load, lam, engagement, value, requests, slots, mean_score,
+    window_load (both per filled slot: slots won, or score spent for spend
+    caps), lam, engagement, value, requests, slots, mean_score,
     mean_value, scale, business_value, spend, wins.
   """
   num_businesses = len(lines)
@@ -350,10 +359,15 @@ def run_stream(policy: Policy, config: TrafficConfig, pool: RequestPool, lines, 
       direct_params = jax.tree.map(
           lambda old, new: jnp.where(enough, 0.8 * old + 0.2 * new, old), direct_params, fitted)
 
-    wins_window = jnp.roll(state.wins_window, 1, axis=0).at[0].set(wins)
+    # What a target counts: slots won, or for spend caps the submitted score
+    # spent on them (the anchor's common factor taken out).
+    usage = wins
+    if config.cap_measure == "spend":
+      usage = jnp.where(kind == 1, spend / state.scale, wins)
+    wins_window = jnp.roll(state.wins_window, 1, axis=0).at[0].set(usage)
     slots_window = jnp.roll(state.slots_window, 1).at[0].set(slots)
     load = wins_window.sum(0) / jnp.maximum(slots_window.sum(), 1.0)
-    step_load = wins / jnp.maximum(slots, 1.0)
+    step_load = usage / jnp.maximum(slots, 1.0)
     feedback = jnp.where(jnp.isnan(state.feedback_load), step_load,
                          state.feedback_load + (step_load - state.feedback_load)
                          / config.feedback_steps)

@@ -135,6 +135,16 @@ def test_ece_closed_form():
   assert np.isnan(cal.expected_calibration_error(probs, labels, where=np.zeros(4, bool)))
 
 
+def test_reliability_curve_reproduces_ece():
+  rng = np.random.default_rng(14)
+  probs = np.concatenate([rng.random(500), np.linspace(0, 1, 16)])  # edges included
+  labels = (rng.random(516) < probs).astype(np.float32)
+  mean_prob, mean_label, count = map(np.asarray, cal.reliability_curve(probs, labels))
+  keep = count > 0
+  by_curve = np.sum(count[keep] * np.abs(mean_prob[keep] - mean_label[keep])) / count.sum()
+  np.testing.assert_allclose(cal.expected_calibration_error(probs, labels), by_curve, rtol=1e-5)
+
+
 def test_save_restore_roundtrip(tmp_path):
   scores, labels, _ = _data(13, n=300)
   params = {"platt": cal.fit_platt(scores, labels), "iso": cal.fit_isotonic(scores, labels)}

@@ -84,3 +84,21 @@ def test_main_columns_follow_the_issue():
   assert report._main_columns(columns) == [  # pylint: disable=protected-access
       "platform value / request", "engagement / request", "ad load error",
       "ad load error (no shock)", "oscillation amplitude", "score drift"]
+
+
+def test_spend_caps_count_score_spent(world):
+  pool, lines, num_segments, _ = world
+  ad = lines.index("ad")
+  spend_config = dataclasses.replace(
+      TINY, cap_measure="spend", caps=(np.nan, np.nan, np.nan, 0.05), floors=(0.0,) * 4)
+  policy = _policy(num_segments, len(lines), pacing=True)
+  records = sim.run_stream(policy, spend_config, pool, lines,
+                           sim.request_schedule(spend_config, lines))
+  # The ad's "load" is its spend per filled slot; the others stay slot shares.
+  np.testing.assert_allclose(records["step_load"][:, ad],
+                             records["spend"][:, ad] / records["slots"], rtol=1e-5)
+  others = [b for b in range(len(lines)) if b != ad]
+  np.testing.assert_allclose(records["step_load"][:, others],
+                             records["wins"][:, others] / records["slots"][:, None], rtol=1e-5)
+  with pytest.raises(ValueError, match="cap_measure"):
+    sim.targets_of(dataclasses.replace(TINY, cap_measure="cost"), len(lines))
