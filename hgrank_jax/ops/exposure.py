@@ -80,14 +80,16 @@ def soft_category_exposure(scores, categories, num_categories, k, *,
   k = sorting._check_k(k, n)  # pylint: disable=protected-access
   if position_weights is not None:
     position_weights = _validate_position_weights(position_weights, k, options.method)
+  static_options, traced_temperature = sorting.split_temperature(options)
   return _exposure(scores, categories, where, position_weights,
-                   int(num_categories), k, options)
+                   int(num_categories), k, static_options, traced_temperature)
 
 
 @functools.partial(jax.jit, static_argnames=("num_categories", "k", "options"))
 def _exposure(scores, categories, where, position_weights, num_categories, k,
-              options):
+              options, temperature):
   """Jitted body of ``soft_category_exposure`` (arguments already validated)."""
+  options = sorting.with_temperature(options, temperature)
   prep = sorting.prepare(scores, where, options.scale_invariant)
   n = prep.scores.shape[-1]
   if position_weights is None:

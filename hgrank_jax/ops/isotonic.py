@@ -158,7 +158,10 @@ def _project_2d_fwd(z_sorted, w_sorted, barrier):
   # z - mean_block(z - w), regrouped as (z - mean_block z) + mean_block w so a
   # singleton block returns w exactly even when |z| dwarfs |w| (tiny
   # temperatures or large scores would otherwise cancel catastrophically).
-  centred = z_sorted - _block_mean(z_sorted, block_id, block_size)
+  # Singletons are set to exactly 0: XLA may evaluate z (e.g. s / tau) once per
+  # fusion with different roundings, and one ulp of a huge z must not leak.
+  centred = jnp.where(block_size > 1,
+                      z_sorted - _block_mean(z_sorted, block_id, block_size), 0.0)
   projected = centred + _block_mean(w_sorted, block_id, block_size)
   return projected, (block_id, block_size)
 

@@ -46,7 +46,7 @@ DEFAULT_NORMALISE_ITERS = 20
 class SortOptions:
   """Static configuration shared by the public sorting functions."""
   method: str = "fast"
-  temperature: float = 1.0
+  temperature: Optional[float] = 1.0  # None while split off as traced data
   scale_invariant: bool = False
   straight_through: bool = False
   normalise_iters: int = DEFAULT_NORMALISE_ITERS
@@ -79,6 +79,25 @@ def make_options(method="fast", temperature=1.0, scale_invariant=False,
                      bool(straight_through), int(normalise_iters),
                      None if ot_num_targets is None else int(ot_num_targets),
                      int(ot_max_iterations), float(ot_threshold))
+
+
+def split_temperature(options):
+  """Splits ``options`` into a hashable static part and a traced temperature.
+
+  Only "ot" needs the temperature at trace time (its epsilon schedule is built
+  in Python); for every other method it is passed as data so that sweeping
+  temperatures reuses one compiled program.
+  """
+  if options.method == "ot":
+    return options, None
+  return dataclasses.replace(options, temperature=None), options.temperature
+
+
+def with_temperature(options, temperature):
+  """Inverse of ``split_temperature`` inside the jitted body."""
+  if temperature is None:
+    return options
+  return dataclasses.replace(options, temperature=temperature)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,11 +239,12 @@ def soft_permutation(scores, *, method="softsort", temperature=1.0, where=None,
   """
   options = make_options(method, temperature, **kwargs)
   _check_dense(options, "permutation matrix")
-  return _soft_permutation(scores, where, options)
+  return _soft_permutation(scores, where, *split_temperature(options))
 
 
 @functools.partial(jax.jit, static_argnames=("options",))
-def _soft_permutation(scores, where, options):
+def _soft_permutation(scores, where, options, temperature):
+  options = with_temperature(options, temperature)
   return _permutation(prepare(scores, where, options.scale_invariant), options)
 
 
@@ -239,11 +259,12 @@ def soft_rank(scores, *, method="fast", temperature=1.0, where=None, **kwargs):
   Array([3., 1., 2.], dtype=float32)
   """
   options = make_options(method, temperature, **kwargs)
-  return _soft_rank(scores, where, options)
+  return _soft_rank(scores, where, *split_temperature(options))
 
 
 @functools.partial(jax.jit, static_argnames=("options",))
-def _soft_rank(scores, where, options):
+def _soft_rank(scores, where, options, temperature):
+  options = with_temperature(options, temperature)
   prep = prepare(scores, where, options.scale_invariant)
   hard = (prep.inverse + 1).astype(prep.scores.dtype)
   if options.method == "hard":
@@ -273,11 +294,12 @@ def soft_sort(scores, *, method="fast", temperature=1.0, where=None, **kwargs):
   Array([3., 1., 0.], dtype=float32)
   """
   options = make_options(method, temperature, **kwargs)
-  return _soft_sort(scores, where, options)
+  return _soft_sort(scores, where, *split_temperature(options))
 
 
 @functools.partial(jax.jit, static_argnames=("options",))
-def _soft_sort(scores, where, options):
+def _soft_sort(scores, where, options, temperature):
+  options = with_temperature(options, temperature)
   prep = prepare(scores, where, options.scale_invariant)
   n = prep.scores.shape[-1]
   in_valid_slot = jnp.arange(n) < prep.valid.sum(-1, keepdims=True)
@@ -308,11 +330,12 @@ def soft_topk_mask(scores, k, *, method="fast", temperature=1.0, where=None,
   """
   options = make_options(method, temperature, **kwargs)
   k = _check_k(k, jnp.shape(scores)[-1] if jnp.ndim(scores) else 0)
-  return _soft_topk_mask(scores, where, k, options)
+  return _soft_topk_mask(scores, where, k, *split_temperature(options))
 
 
 @functools.partial(jax.jit, static_argnames=("k", "options"))
-def _soft_topk_mask(scores, where, k, options):
+def _soft_topk_mask(scores, where, k, options, temperature):
+  options = with_temperature(options, temperature)
   prep = prepare(scores, where, options.scale_invariant)
   hard = ((prep.inverse < k) & prep.valid).astype(prep.scores.dtype)
   if options.method == "hard":
