@@ -38,7 +38,9 @@ METHODS = ("softsort", "neuralsort", "ot", "fast", "hard")
 DENSE_METHODS = ("softsort", "neuralsort", "ot")
 
 # Sinkhorn column-normalisation rounds applied to SoftSort/NeuralSort by
-# default; enough to bring column sums within ~1e-3 of one on typical lists.
+# default. Measured at n = 64, tau = 0.1: column sums within 0.02 of one and
+# SoftSort's max rank error down from 22 to 4.6; top-k masks are capped
+# separately so they stay exactly in [0, 1].
 DEFAULT_NORMALISE_ITERS = 20
 
 
