@@ -10,6 +10,8 @@ Rerunning the same command in the same workdir resumes from its last checkpoint.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from hgrank_jax.train import enable_compilation_cache
+
 from hgrank_jax.train.loop import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:variant]", lock_config=True)
@@ -22,6 +24,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; --verbosity=0 shows it
+  enable_compilation_cache()
   train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -25,13 +25,15 @@ import numpy as np
 from hgrank_jax.data import ArrayBatcher, Dataset, load_dataset
 from hgrank_jax.train import checkpoint as ckpt_lib
 from hgrank_jax.train.early_stopping import EarlyStopping
-from hgrank_jax.train.evaluation import METRIC_MODES, evaluate_split
+from hgrank_jax.train.evaluation import (METRIC_MODES, classification_metrics, evaluate_split,
+                                         predict_split)
 from hgrank_jax.train.sharding import check_batch_divisible, data_mesh, replicated_sharding
 from hgrank_jax.train.state import Objective, init_train_state, make_optimizer
 from hgrank_jax.train.steps import make_predict_step, make_train_step
 from hgrank_jax.train.writers import MetricsWriter, Progress
 
 RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "predictions.npz"  # best-on-validation logits of the valid and test rows
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -69,8 +71,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
   Args:
     config: see ``configs/`` (``get_config``); validated before compiling.
-    workdir: directory for checkpoints, ``config.json``, ``metrics.jsonl`` and
-      ``results.json``.
+    workdir: directory for checkpoints, ``config.json``, ``metrics.jsonl``,
+      ``results.json`` and ``predictions.npz`` (best-on-validation logits of the
+      valid and test rows, in row order, for analyses such as Table 2).
     objective: overrides the objective built from ``config`` (tests, notebooks).
     dataset: overrides ``load_dataset(config.dataset, seed=config.split_seed)`` (with
       ``manual_dir=config.manual_dir`` for official datasets).
@@ -192,9 +195,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     save()
   results = {"best_step": early.best_step, "steps": step, "stopped_early": early.stopped,
              "checkpoint_step": step, "watched_metric": early.metric}
+  predictions = {}
   for split in ("valid", "test"):
-    results[split] = evaluate_split(predict, state["best_params"], state["best_model_state"],
-                                    dataset.split(split), dataset.spec, config.eval_batch_size, mesh)
+    columns = dataset.split(split)
+    predictions[split] = predict_split(predict, state["best_params"], state["best_model_state"],
+                                       columns, config.eval_batch_size, mesh)
+    groups = columns[dataset.spec.user_field] if dataset.spec.user_field else None
+    results[split] = classification_metrics(predictions[split], columns[dataset.spec.label], groups)
+  if is_chief:
+    np.savez_compressed(workdir / PREDICTIONS_FILE, **predictions)
   writer.write("final", step, {f"{s}_{k}": v for s in ("valid", "test")
                                for k, v in results[s].items()})
   if is_chief:

@@ -104,6 +104,11 @@ def build_objective(config, spec: FeatureSpec) -> Objective:
                          kmeans_init=bool(hgr.get("kmeans_init", True)), **_scorer_kwargs(config))
   aux_weight = float(hgr.get("aux_weight", 1.0))
   hierarchical_weight = float(hgr.get("hierarchical_weight", 1.0))
+  code_source = hgr.get("code_source", "learned")
+  if code_source not in ("learned", "random"):
+    raise ValueError(f"config.hgr.code_source must be 'learned' or 'random', got {code_source!r}")
+  if code_source == "random" and not spec.user_field:
+    raise ValueError("config.hgr.code_source='random' needs a dataset with a user field")
 
   def init(rng, batch):
     return model.init({"params": rng, "dropout": rng, "rvq": rng}, batch, train=False,
@@ -114,6 +119,9 @@ def build_objective(config, spec: FeatureSpec) -> Objective:
     out, updated = model.apply({"params": params, **model_state}, batch, train=True,
                                where=batch["mask"], mutable=[RVQ_COLLECTION],
                                rngs={"rvq": rvq_rng, **_rngs(dropout_rng, dropout_rate)})
+    if code_source == "random":  # ablation: same shape, no similarity between grouped users
+      out = out._replace(codes=random_user_codes(batch[spec.user_field], int(hgr.num_levels),
+                                                 int(hgr.codebook_size)))
     value, terms = hgr_loss(out, batch[label], where=batch["mask"], aux_weight=aux_weight,
                             hierarchical_weight=hierarchical_weight)
     aux = dict(terms)
@@ -128,6 +136,19 @@ def build_objective(config, spec: FeatureSpec) -> Objective:
 
   return Objective(init, loss, predict, name=f"{config.model.name}/hgr(L={hgr.num_levels},"
                    f"K={hgr.codebook_size})")
+
+
+def random_user_codes(user_ids: jax.Array, num_levels: int, codebook_size: int,
+                      seed: int = 0) -> jax.Array:
+  """Fixed random codes ``[..., L]`` int32 in ``[0, K)`` per user id (the Table 3 ablation).
+
+  Each user keeps the same codes for the whole run, drawn independently of its
+  embedding, so groups have the learned codes' shape but not their similarity.
+  """
+  flat = user_ids.reshape(-1)
+  keys = jax.vmap(lambda u: jax.random.fold_in(jax.random.PRNGKey(seed), u))(flat)
+  codes = jax.vmap(lambda k: jax.random.randint(k, (num_levels,), 0, codebook_size))(keys)
+  return codes.reshape(user_ids.shape + (num_levels,)).astype(jnp.int32)
 
 
 def _masked_mean(values, mask):

@@ -43,3 +43,19 @@ def check_batch_divisible(global_batch_size: int, mesh: Mesh) -> None:
         f"global batch size {global_batch_size} is not divisible by the number of devices "
         f"{num_devices} on mesh axis '{DATA_AXIS}'; choose a multiple of {num_devices} "
         f"(e.g. {((global_batch_size + num_devices - 1) // num_devices) * num_devices}).")
+
+
+def enable_compilation_cache(directory: str | None = None) -> str:
+  """Turns on JAX's persistent compilation cache (launchers call this).
+
+  Runs of a table differ in seeds and data order, not in their programs, so
+  after the first run compilation is read from disk (a runlocal GroupCE run went
+  from 16 s to 2 s here). Uses ``$JAX_COMPILATION_CACHE_DIR`` when set, else
+  ``directory``, else ``~/.cache/hgrank_jax/jax``. Returns the directory used.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or directory or os.path.join(
+      os.path.expanduser("~"), ".cache", "hgrank_jax", "jax")
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  return path

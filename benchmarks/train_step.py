@@ -1,0 +1,127 @@
+r"""Train-step throughput: LogLoss-only vs GroupCE (the paper's model) on the same scorer.
+
+  python benchmarks/train_step.py [--batch 4096] [--devices 1,8] [--steps 20]
+
+Times jitted train steps (forward, backward, AdamW update) on the bundled
+KuaiRand subset, and breaks the GroupCE step down into its parts timed on their
+own: the quantizer (ResidualVQ with its EMA update), the grouped ListCE (Eq. 9)
+forward and backward on fixed logits and codes, and the remainder (the second,
+quantized scoring pass and the rest). Each device count runs in its own process
+(XLA fixes the fake CPU device count at start-up). Prints a table and one JSON
+line prefixed BENCHMARK_JSON.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+def _time(fn, *args, steps):
+  out = fn(*args)
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.block_until_ready(out)
+  start = time.perf_counter()
+  for _ in range(steps):
+    out = fn(*args)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / steps
+
+
+def measure(batch_size: int, steps: int) -> dict:
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+  import optax
+
+  from hgrank_jax import losses
+  from hgrank_jax.data import ArrayBatcher, load_dataset
+  from hgrank_jax.models import RVQ_COLLECTION, ResidualVQ
+  from hgrank_jax.train.objectives import build_objective
+  from hgrank_jax.train.sharding import data_mesh, replicated_sharding
+  from hgrank_jax.train.state import init_train_state, make_optimizer
+  from hgrank_jax.train.steps import make_train_step
+
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs"))
+  import common  # pylint: disable=g-import-not-at-top
+
+  dataset = load_dataset("kuairand_sig:paper")
+  mesh = data_mesh()
+  batch = next(ArrayBatcher(dataset.split("train"), batch_size, seed=0, mesh=mesh))
+  out = {"devices": jax.device_count(), "batch": batch_size}
+  for variant in ("logloss", "groupce"):
+    config = common.apply_variants(common.base_config(), variant)
+    config.learning_rate = 1e-3
+    objective = build_objective(config, dataset.spec)
+    optimizer = make_optimizer(config)
+    init = lambda key, b: init_train_state(objective, optimizer, key, b)
+    abstract = jax.eval_shape(init, jax.random.PRNGKey(0), batch)
+    sharding = jax.tree.map(lambda _: replicated_sharding(mesh), abstract)
+    state = jax.jit(init, out_shardings=sharding)(jax.random.PRNGKey(0), batch)
+    step = make_train_step(objective, optimizer, mesh, sharding)
+    state, _ = step(state, batch)
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+    out[f"{variant}_step_s"] = (time.perf_counter() - start) / steps
+
+  # Parts of the GroupCE step, each jitted on its own.
+  config = common.apply_variants(common.base_config(), "groupce")
+  dim = 64
+  user_embedding = jax.random.normal(jax.random.PRNGKey(1), (batch_size, dim))
+  rvq = ResidualVQ(num_levels=config.hgr.num_levels, codebook_size=config.hgr.codebook_size)
+  variables = rvq.init(jax.random.PRNGKey(0), user_embedding)
+  quantize = jax.jit(lambda v, x: rvq.apply(v, x, update=True, mutable=[RVQ_COLLECTION]))
+  _, updated = quantize(variables, user_embedding)  # leave the k-means initialisation behind
+  variables = {**variables, **updated}
+  out["quantizer_s"] = _time(quantize, variables, user_embedding, steps=steps)
+  logits = jax.random.normal(jax.random.PRNGKey(2), (batch_size,))
+  labels = batch["label"]
+  codes = jax.random.randint(jax.random.PRNGKey(3), (batch_size, config.hgr.num_levels), 0,
+                             config.hgr.codebook_size)
+  log_sigma = jnp.zeros(config.hgr.num_levels)
+  group_ce_grad = jax.jit(jax.value_and_grad(
+      lambda s: losses.group_ce(s, labels, codes=codes, log_sigma=log_sigma)))
+  out["group_ce_s"] = _time(group_ce_grad, logits, steps=steps)
+  out["ratio_groupce_to_logloss"] = out["groupce_step_s"] / out["logloss_step_s"]
+  return out
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--batch", type=int, default=4096)
+  parser.add_argument("--devices", default="1,8")
+  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.worker:
+    print(json.dumps(measure(args.batch, args.steps)))
+    return
+  rows = []
+  for devices in [int(d) for d in args.devices.split(",")]:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    result = subprocess.run([sys.executable, __file__, "--worker", "--batch", str(args.batch),
+                             "--steps", str(args.steps)], env=env, capture_output=True, text=True,
+                            check=True)
+    rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+  print(f"batch {args.batch}, {args.steps} timed steps after one warm-up step")
+  print("| devices | LogLoss step ms | GroupCE step ms | ratio | examples/s LogLoss | "
+        "examples/s GroupCE | quantizer ms (share) | grouped ListCE fwd+bwd ms (share) |")
+  print("|---|---|---|---|---|---|---|---|")
+  for r in rows:
+    g = r["groupce_step_s"]
+    print(f"| {r['devices']} | {1e3 * r['logloss_step_s']:.1f} | {1e3 * g:.1f} | "
+          f"{r['ratio_groupce_to_logloss']:.2f}x | {r['batch'] / r['logloss_step_s']:,.0f} | "
+          f"{r['batch'] / g:,.0f} | {1e3 * r['quantizer_s']:.1f} ({r['quantizer_s'] / g:.0%}) | "
+          f"{1e3 * r['group_ce_s']:.1f} ({r['group_ce_s'] / g:.0%}) |")
+  print("BENCHMARK_JSON " + json.dumps({"benchmark": "train_step", "batch": args.batch,
+                                       "results": rows}))
+
+
+if __name__ == "__main__":
+  main()

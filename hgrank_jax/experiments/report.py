@@ -1,0 +1,83 @@
+"""Renders summarised tables as markdown, CSV and JSON, and heatmaps as PNG."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pathlib
+from typing import Any, Mapping, Sequence
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+  return "nan" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def markdown_table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str],
+                   reference_name: str) -> str:
+  """Mean ± std per metric, and the paired difference to the reference with its 95% CI."""
+  header = ["row", "seeds"] + [m.upper() if m != "logloss" else "LogLoss" for m in metrics] + [
+      f"Δ{m.upper() if m != 'logloss' else 'LogLoss'} vs {reference_name} [95% CI]" for m in metrics]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for e in table:
+    cells = [e["name"], str(e["seeds"])]
+    cells += [f"{_fmt(e[f'{m}_mean'])} ± {_fmt(e[f'{m}_std'])}" for m in metrics]
+    for m in metrics:
+      if e["name"] == reference_name:
+        cells.append("—")
+      else:
+        cells.append(f"{e[f'{m}_diff_mean']:+.4f} [{_fmt(e[f'{m}_diff_low'])}, "
+                     f"{_fmt(e[f'{m}_diff_high'])}]")
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def write_table(path_stem: pathlib.Path, table: Sequence[Mapping[str, Any]],
+                metrics: Sequence[str], reference_name: str, *, title: str,
+                notes: Sequence[str] = (), extra: Mapping[str, Any] | None = None) -> str:
+  """Writes ``<stem>.md``, ``<stem>.csv`` and ``<stem>.json``; returns the markdown."""
+  path_stem = pathlib.Path(path_stem)
+  path_stem.parent.mkdir(parents=True, exist_ok=True)
+  md = f"# {title}\n\n" + markdown_table(table, metrics, reference_name) + "\n"
+  if notes:
+    md += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+  path_stem.with_suffix(".md").write_text(md)
+  keys = sorted({k for e in table for k in e if k != "chosen"})
+  with path_stem.with_suffix(".csv").open("w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=["chosen"] + keys)
+    writer.writeheader()
+    for e in table:
+      writer.writerow({**{k: e.get(k) for k in keys}, "chosen": json.dumps(e.get("chosen", {}))})
+  path_stem.with_suffix(".json").write_text(json.dumps(
+      {"title": title, "rows": list(table), "notes": list(notes), **(extra or {})}, indent=2,
+      default=str))
+  return md
+
+
+def heatmap_png(path: pathlib.Path, values, row_labels: Sequence[str],
+                col_labels: Sequence[str], *, title: str, xlabel: str, ylabel: str) -> None:
+  """A heatmap with the value printed in every cell."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  values = np.asarray(values, np.float64)
+  fig, ax = plt.subplots(figsize=(1.2 * len(col_labels) + 2, 1.0 * len(row_labels) + 1.5))
+  image = ax.imshow(values, cmap="viridis", aspect="auto")
+  ax.set_xticks(range(len(col_labels)), col_labels)
+  ax.set_yticks(range(len(row_labels)), row_labels)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  finite = values[np.isfinite(values)]
+  middle = finite.mean() if finite.size else 0.0
+  for i in range(values.shape[0]):
+    for j in range(values.shape[1]):
+      ax.text(j, i, _fmt(values[i, j]), ha="center", va="center",
+              color="white" if values[i, j] < middle else "black", fontsize=9)
+  fig.colorbar(image, ax=ax)
+  fig.tight_layout()
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

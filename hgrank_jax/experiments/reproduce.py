@@ -1,0 +1,134 @@
+"""The paper's experiments (seed 002, section 6): Tables 1-3 and Figure 4 from one config.
+
+``reproduce(config)`` trains (or reuses) every run a table needs, chooses each
+row's hyperparameters on validation, and writes ``<results_dir>/<dataset>/``:
+``table1.{md,csv,json}`` (test LogLoss/AUC/GAUC, mean ± std over seeds, paired
+difference to LogLoss with a 95% interval), ``table2.*`` (the same runs on cold
+users, 1-20 training rows, and warm users, 21-50; users with more rows are
+excluded), ``table3.*`` (GroupCE ablations) and ``figure4.{png,md,json}`` (test
+GAUC over codebook size K and levels L). Table 2 reuses Table 1's runs through
+their saved test predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Callable
+
+import ml_collections
+import numpy as np
+
+from hgrank_jax.data import load_dataset, user_activity_groups
+from hgrank_jax.data.stats import COLD_MAX_TRAIN_ROWS, WARM_MAX_TRAIN_ROWS
+from hgrank_jax.experiments import report
+from hgrank_jax.experiments import runs as runs_lib
+from hgrank_jax.experiments.tables import METRICS, Row, run_row, summarise
+from hgrank_jax.train.evaluation import classification_metrics
+from hgrank_jax.train.loop import PREDICTIONS_FILE
+
+
+def _rows(config_rows) -> list[Row]:
+  return [Row(key=r.key, name=r.name, overrides=r.overrides.to_dict(), grid=r.grid.to_dict())
+          for r in config_rows]
+
+
+def _user_groups(dataset):
+  """Test-row masks of cold (1-20 training rows) and warm (21-50) users."""
+  spec = dataset.spec
+  train_users, counts = np.unique(dataset.split("train")[spec.user_field], return_counts=True)
+  test_users = dataset.split("test")[spec.user_field]
+  rows_of = dict(zip(train_users.tolist(), counts.tolist()))
+  train_rows = np.array([rows_of.get(u, 0) for u in test_users.tolist()])
+  return {"cold": (train_rows >= 1) & (train_rows <= COLD_MAX_TRAIN_ROWS),
+          "warm": (train_rows > COLD_MAX_TRAIN_ROWS) & (train_rows <= WARM_MAX_TRAIN_ROWS)}
+
+
+def reproduce(config: ml_collections.ConfigDict, *,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Runs the tables listed in ``config.tables``; returns their summaries."""
+  base = config.train
+  options = {"manual_dir": base.manual_dir} if base.get("manual_dir") else {}
+  dataset = load_dataset(base.dataset, seed=int(base.split_seed), **options)
+  out_dir = pathlib.Path(config.results_dir) / config.name
+  runs_dir = pathlib.Path(config.runs_dir or out_dir / "runs")
+  seeds = list(range(int(config.num_seeds)))
+  notes = [f"dataset {dataset.name}, {len(seeds)} seeds, hyperparameters chosen on validation "
+           f"{config.selection_metric} with seed 0; paired 95% t intervals over seeds.",
+           f"command: python -m launch.reproduce --config {config.command_config}"]
+  summaries: dict[str, Any] = {}
+
+  if "table1" in config.tables:
+    rows = [run_row(base, row, seeds, runs_dir, dataset=dataset,
+                    selection_metric=config.selection_metric, log=log)
+            for row in _rows(config.table1_rows)]
+    reference = rows[0]
+    table = summarise(rows, reference["key"])
+    md = report.write_table(out_dir / "table1", table, METRICS, reference["name"],
+                            title=f"Table 1 on {dataset.name}", notes=notes,
+                            extra={"runs": rows})
+    log(md)
+    summaries["table1"] = table
+
+    groups = _user_groups(dataset)
+    test = dataset.split("test")
+    table2 = {}
+    for group, mask in groups.items():
+      def subset_metrics(run, mask=mask):
+        logits = np.load(pathlib.Path(run["workdir"]) / PREDICTIONS_FILE)["test"]
+        return classification_metrics(logits[mask], test[dataset.spec.label][mask],
+                                      test[dataset.spec.user_field][mask])
+      table2[group] = summarise(rows, reference["key"], value_fn=subset_metrics)
+    activity = user_activity_groups(dataset)
+    sizes = {g: {"test_rows": int(m.sum()), "users": activity[g]["test_users"]}
+             for g, m in groups.items()}
+    md2 = "\n\n".join(
+        f"## {g} users ({sizes[g]['users']} users, {sizes[g]['test_rows']} test rows)\n\n"
+        + report.markdown_table(t, METRICS, reference["name"]) for g, t in table2.items())
+    (out_dir / "table2.md").write_text(
+        f"# Table 2 on {dataset.name}: cold (1-{COLD_MAX_TRAIN_ROWS} training rows) and warm "
+        f"({COLD_MAX_TRAIN_ROWS + 1}-{WARM_MAX_TRAIN_ROWS}) users; users with more are excluded\n\n"
+        + md2 + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    (out_dir / "table2.json").write_text(json.dumps({"groups": sizes, "tables": table2}, indent=2))
+    log(md2)
+    summaries["table2"] = table2
+
+  if "table3" in config.tables:
+    rows = [run_row(base, row, seeds, runs_dir, dataset=dataset,
+                    selection_metric=config.selection_metric, log=log)
+            for row in _rows(config.table3_rows)]
+    table = summarise(rows, rows[0]["key"])
+    md = report.write_table(out_dir / "table3", table, METRICS, rows[0]["name"],
+                            title=f"Table 3 (GroupCE ablations) on {dataset.name}", notes=notes,
+                            extra={"runs": rows})
+    log(md)
+    summaries["table3"] = table
+
+  if "figure4" in config.tables:
+    sizes, levels = list(config.figure4.codebook_sizes), list(config.figure4.levels)
+    fixed = runs_lib.with_overrides(base, {"objective.name": "hgr", "objective.loss": "hgr"})
+    gauc = np.full((len(levels), len(sizes)), np.nan)
+    cells = []
+    for i, num_levels in enumerate(levels):
+      for j, size in enumerate(sizes):
+        values = []
+        for seed in seeds[:int(config.figure4.num_seeds)]:
+          log(f"[Figure 4] L={num_levels} K={size} seed={seed}")
+          cfg = runs_lib.with_overrides(fixed, {"hgr.num_levels": num_levels,
+                                                "hgr.codebook_size": size, "seed": seed})
+          values.append(runs_lib.run(cfg, runs_dir, f"fig4-L{num_levels}-K{size}",
+                                     dataset=dataset)["test"]["gauc"])
+        gauc[i, j] = float(np.mean(values))
+        cells.append({"levels": num_levels, "codebook_size": size, "test_gauc": values})
+    report.heatmap_png(out_dir / "figure4.png", gauc, [f"L={l}" for l in levels],
+                       [f"K={k}" for k in sizes], title=f"GroupCE test GAUC, {dataset.name}",
+                       xlabel="codebook size K", ylabel="levels L")
+    md = "| L \\ K | " + " | ".join(map(str, sizes)) + " |\n|" + "---|" * (len(sizes) + 1) + "\n"
+    md += "\n".join(f"| {l} | " + " | ".join(f"{v:.4f}" for v in gauc[i]) + " |"
+                    for i, l in enumerate(levels))
+    (out_dir / "figure4.md").write_text(f"# Figure 4 on {dataset.name}: test GAUC (mean over "
+                                        f"{config.figure4.num_seeds} seeds)\n\n{md}\n")
+    (out_dir / "figure4.json").write_text(json.dumps({"cells": cells}, indent=2))
+    log(md)
+    summaries["figure4"] = gauc.tolist()
+  return summaries

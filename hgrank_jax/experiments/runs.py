@@ -1,0 +1,48 @@
+"""Cached training runs for tables: one workdir per distinct config, named by its hash.
+
+A table is many ``train_and_evaluate`` runs. Each run's workdir is
+``<runs_dir>/<row>-<hash>`` where the hash covers the whole config, so rerunning
+a reproduction reuses finished runs (the trainer returns their saved results)
+and resumes interrupted ones from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+from typing import Any, Mapping
+
+import ml_collections
+
+from hgrank_jax.train.loop import train_and_evaluate
+
+
+def config_hash(config: ml_collections.ConfigDict) -> str:
+  """A short stable hash of every value in ``config``."""
+  text = json.dumps(config.to_dict(), sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def with_overrides(config: ml_collections.ConfigDict,
+                   overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with dotted-key overrides (``{"hgr.num_levels": 2}``)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    if leaf not in node:
+      raise KeyError(f"override {key!r}: no such config key")
+    node[leaf] = value
+  return config
+
+
+def run(config: ml_collections.ConfigDict, runs_dir: pathlib.Path | str, name: str,
+        *, dataset=None) -> dict[str, Any]:
+  """Trains (or reuses) one run; returns the trainer's results plus ``workdir``."""
+  workdir = pathlib.Path(runs_dir) / f"{name}-{config_hash(config)}"
+  results = dict(train_and_evaluate(config, workdir, dataset=dataset))
+  results["workdir"] = str(workdir)
+  return results

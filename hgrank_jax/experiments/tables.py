@@ -1,0 +1,126 @@
+"""Paper tables from cached runs: hyperparameters chosen on validation, seeds, paired intervals.
+
+A table is a list of rows; each row is a set of config overrides (e.g. the
+objective) and a small declared grid of hyperparameters. For each row, every grid
+point is trained with the first seed and the point with the best validation
+metric is kept (the test split is never looked at for any choice); that point is
+then trained with every seed. Rows are summarised by the mean and standard
+deviation over seeds of the test metrics, and compared with a reference row by
+the paired difference over seeds with a two-sided 95% t interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from hgrank_jax.experiments import runs as runs_lib
+
+METRICS = ("logloss", "auc", "gauc")
+HIGHER_IS_BETTER = {"logloss": False, "auc": True, "gauc": True}
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      out.update(flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One table row: fixed overrides plus a grid chosen on validation.
+
+  Attributes:
+    key: short id used in run names (e.g. "groupce").
+    name: display name (e.g. "GroupCE").
+    overrides: nested dict of config values fixed for the row.
+    grid: nested dict of lists; every combination is tried with the first seed.
+  """
+
+  key: str
+  name: str
+  overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  grid: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def grid_points(self) -> list[dict[str, Any]]:
+    flat = flatten(self.grid)
+    keys = sorted(flat)
+    return [dict(zip(keys, values)) for values in itertools.product(*(flat[k] for k in keys))]
+
+
+def paired_interval(differences: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
+  """Mean of paired differences and its two-sided t interval (NaN bounds with one pair)."""
+  d = np.asarray(differences, np.float64)
+  mean = float(d.mean())
+  if len(d) < 2:
+    return {"mean": mean, "low": float("nan"), "high": float("nan"), "n": int(len(d))}
+  half = float(scipy_stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+  return {"mean": mean, "low": mean - half, "high": mean + half, "n": int(len(d))}
+
+
+def run_row(base, row: Row, seeds: Sequence[int], runs_dir, *, dataset=None,
+            selection_metric: str = "gauc", log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Selects the row's grid point on validation with ``seeds[0]``, then trains every seed."""
+  points = row.grid_points()
+  fixed = flatten(row.overrides)
+  selection = []
+  for i, point in enumerate(points):
+    config = runs_lib.with_overrides(base, {**fixed, **point, "seed": seeds[0]})
+    log(f"[{row.name}] selection {i + 1}/{len(points)} {point or ''}")
+    result = runs_lib.run(config, runs_dir, row.key, dataset=dataset)
+    selection.append({"point": point, "valid": result["valid"][selection_metric],
+                      "workdir": result["workdir"]})
+  sign = 1.0 if HIGHER_IS_BETTER.get(selection_metric, True) else -1.0
+  scores = [sign * s["valid"] if np.isfinite(s["valid"]) else -np.inf for s in selection]
+  chosen = points[int(np.argmax(scores))]
+  per_seed = []
+  for j, seed in enumerate(seeds):
+    config = runs_lib.with_overrides(base, {**fixed, **chosen, "seed": seed})
+    log(f"[{row.name}] seed {j + 1}/{len(seeds)} (seed={seed}) {chosen or ''}")
+    result = runs_lib.run(config, runs_dir, row.key, dataset=dataset)
+    per_seed.append({"seed": seed, "valid": result["valid"], "test": result["test"],
+                     "best_step": result["best_step"], "workdir": result["workdir"]})
+  return {"key": row.key, "name": row.name, "chosen": chosen, "selection": selection,
+          "runs": per_seed}
+
+
+def summarise(rows: Sequence[Mapping[str, Any]], reference_key: str,
+              metrics: Sequence[str] = METRICS, split: str = "test",
+              value_fn: Callable[[Mapping[str, Any]], Mapping[str, float]] | None = None
+              ) -> list[dict[str, Any]]:
+  """Mean/std per metric and the paired difference to ``reference_key`` per row.
+
+  ``value_fn(run) -> {metric: value}`` overrides where values come from (e.g. a
+  subset of test rows for Table 2); by default ``run[split]``.
+  """
+  value_fn = value_fn or (lambda run: run[split])
+  values = {r["key"]: {run["seed"]: value_fn(run) for run in r["runs"]} for r in rows}
+  if reference_key not in values:
+    raise KeyError(f"reference row {reference_key!r} is not among {sorted(values)}")
+  reference = values[reference_key]
+  table = []
+  for r in rows:
+    entry = {"key": r["key"], "name": r["name"], "chosen": r.get("chosen", {}),
+             "seeds": len(values[r["key"]])}
+    for metric in metrics:
+      v = np.array([values[r["key"]][s][metric] for s in sorted(values[r["key"]])], np.float64)
+      entry[f"{metric}_mean"] = float(v.mean())
+      entry[f"{metric}_std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+      common = sorted(set(values[r["key"]]) & set(reference))
+      diffs = [values[r["key"]][s][metric] - reference[s][metric] for s in common]
+      interval = paired_interval(diffs) if diffs else {"mean": float("nan"), "low": float("nan"),
+                                                       "high": float("nan"), "n": 0}
+      for k, val in interval.items():
+        entry[f"{metric}_diff_{k}"] = val
+    table.append(entry)
+  return table
