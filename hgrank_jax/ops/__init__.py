@@ -13,3 +13,5 @@ from hgrank_jax.ops.sorting import soft_permutation
 from hgrank_jax.ops.sorting import soft_rank
 from hgrank_jax.ops.sorting import soft_sort
 from hgrank_jax.ops.sorting import soft_topk_mask
+from hgrank_jax.ops.isotonic import isotonic_decreasing
+from hgrank_jax.ops.isotonic import project_sorted_permutahedron
