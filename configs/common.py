@@ -44,7 +44,8 @@ def base_config() -> ml_collections.ConfigDict:
       name="pointwise", loss="logloss", ranking_weight=1.0, lists="batch", jrc_alpha=0.5))
   config.hgr = ml_collections.ConfigDict(dict(
       num_levels=3, codebook_size=8, aux_weight=1.0, hierarchical_weight=1.0,
-      aux_updates_main_net=False, decay=0.99, dead_code_threshold=1.0, kmeans_init=True))
+      aux_updates_main_net=False, decay=0.99, dead_code_threshold=1.0, kmeans_init=True,
+      code_source="learned"))
   config.early_stopping = ml_collections.ConfigDict(dict(metric="gauc", patience=5, min_delta=0.0))
   return config
 
