@@ -1,0 +1,34 @@
+"""Inference rerankers: from candidate scores to a final list of k indices.
+
+Greedy diversity rerankers (:mod:`.diversity`): :func:`mmr`,
+:func:`dpp_greedy`, :func:`calibrated`, :func:`coverage`. Constrained
+reranking (:mod:`.constrained`): the feasible greedy :func:`constrained` and
+the MILP optimum :func:`exact` for per-category min/max counts and a maximum
+run length, with :func:`list_objective` to compare them. All return candidate
+indices ``[..., k]`` in list order with ``-1`` for unfilled slots; see
+docs/reranking.md.
+"""
+
+from hgrank_jax.rerank.constrained import ConstrainedLists
+from hgrank_jax.rerank.constrained import constrained
+from hgrank_jax.rerank.constrained import exact
+from hgrank_jax.rerank.constrained import infeasibility_reasons
+from hgrank_jax.rerank.constrained import list_objective
+from hgrank_jax.rerank.constrained import position_discount
+from hgrank_jax.rerank.diversity import calibrated
+from hgrank_jax.rerank.diversity import coverage
+from hgrank_jax.rerank.diversity import dpp_greedy
+from hgrank_jax.rerank.diversity import mmr
+
+__all__ = [
+    "ConstrainedLists",
+    "calibrated",
+    "constrained",
+    "coverage",
+    "dpp_greedy",
+    "exact",
+    "infeasibility_reasons",
+    "list_objective",
+    "mmr",
+    "position_discount",
+]
