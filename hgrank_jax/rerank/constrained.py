@@ -165,8 +165,10 @@ def infeasibility_reasons(categories, k, *, min_count=None, max_count=None, max_
   categories = np.asarray(categories)
   batch, n = categories.shape[:-1], categories.shape[-1]
   num_categories = _infer_num_categories(categories, min_count, max_count, num_categories)
-  lo, hi = (np.asarray(b) for b in _bounds(min_count, max_count, batch, num_categories, k))
-  valid = np.asarray(valid_mask(where, categories.shape))
+  shape = tuple(batch) + (num_categories,)
+  lo = np.broadcast_to(np.asarray(0 if min_count is None else min_count, np.int64), shape)
+  hi = np.broadcast_to(np.asarray(k if max_count is None else max_count, np.int64), shape)
+  valid = np.ones(categories.shape, bool) if where is None else np.broadcast_to(where, categories.shape)
   flat_cat = categories.reshape(-1, n)
   flat_valid = valid.reshape(-1, n)
   lo, hi = lo.reshape(-1, num_categories), hi.reshape(-1, num_categories)
@@ -214,20 +216,22 @@ def constrained(scores, categories, k, *, min_count=None, max_count=None, max_ru
     ValueError: concrete inputs whose constraints cannot be met, unless
       ``best_effort``.
   """
-  scores = jnp.asarray(scores, jnp.float32)
-  n = scores.shape[-1]
+  n = jnp.shape(scores)[-1]
   if not isinstance(k, int) or not 1 <= k <= n:
     raise ValueError(f"k must be an int in [1, {n}], got {k!r}")
   if max_run is not None and (not isinstance(max_run, int) or max_run < 1):
     raise ValueError(f"max_run must be a positive int, got {max_run!r}")
   num_categories = _infer_num_categories(categories, min_count, max_count, num_categories)
-  concrete = not any(isinstance(x, jax.core.Tracer) for x in (categories, min_count, max_count, where))
+  # Inside a trace (any argument a tracer) values cannot raise: the flag reports instead.
+  concrete = not any(isinstance(x, jax.core.Tracer)
+                     for x in (scores, categories, min_count, max_count, where))
   if concrete and not best_effort:
     reasons = infeasibility_reasons(categories, k, min_count=min_count, max_count=max_count,
                                     max_run=max_run, num_categories=num_categories, where=where)
     if reasons:
       row, message = reasons[0]
       raise ValueError(f"infeasible constraints in {len(reasons)} list(s); list {row}: {message}")
+  scores = jnp.asarray(scores, jnp.float32)
   batch = scores.shape[:-1]
   lo, hi = _bounds(min_count, max_count, batch, num_categories, k)
   valid = valid_mask(where, scores.shape)
