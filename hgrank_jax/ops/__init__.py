@@ -5,6 +5,8 @@
 and hard; ``exposure`` turns them into expected per-category counts in the top
 k. The kernels live in ``isotonic`` (PAV and permutahedron projection),
 ``fast_sort``, ``relaxed`` (dense matrices) and ``ot_sort`` (ott-jax).
+``segments`` holds O(n) segment reductions and dense group ids by sorting, used
+by the list and group-wise losses.
 """
 
 from hgrank_jax.ops.exposure import soft_category_exposure
@@ -15,3 +17,5 @@ from hgrank_jax.ops.sorting import soft_sort
 from hgrank_jax.ops.sorting import soft_topk_mask
 from hgrank_jax.ops.isotonic import isotonic_decreasing
 from hgrank_jax.ops.isotonic import project_sorted_permutahedron
+from hgrank_jax.ops import segments
+from hgrank_jax.ops.segments import dense_segment_ids, prefix_segment_ids
