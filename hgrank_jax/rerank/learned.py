@@ -29,6 +29,7 @@ from hgrank_jax.losses import quota_penalty
 from hgrank_jax.metrics import lists as list_metrics
 from hgrank_jax.models.rerankers import PRM, Seq2Slate
 from hgrank_jax.ops import soft_permutation
+from hgrank_jax.rerank.constrained import constrained
 
 
 def model_inputs(inputs, *, num_categories, num_business):
@@ -110,6 +111,7 @@ class TrainConfig:
   dual_every: int = 50
   max_count: Optional[int] = None
   min_count: Optional[int] = None
+  max_run: Optional[int] = None      # used by constrained decoding only
 
 
 def build_model(config: TrainConfig, max_len: int):
@@ -135,18 +137,24 @@ def _pointer(model, config, params, batch):
 def predict(model, config: TrainConfig, params, batch, *, num_categories, constrain=False):
   """Hard final lists int32 ``[B, k]`` (``-1`` for unfilled slots).
 
-  PRM takes the top k of its scores; Seq2Slate decodes greedily, with
-  ``constrain`` masking categories at ``max_count`` so no list breaks the caps.
+  PRM takes the top k of its scores, or with ``constrain`` the constrained
+  greedy's list on its scores; Seq2Slate decodes greedily, with ``constrain``
+  masking categories at ``max_count`` or at ``max_run`` so no list breaks them.
   """
   args = (batch["features"], batch["initial_score"], batch["user"], batch["where"])
   if config.model == "prm":
-    scores = jnp.where(batch["where"], model.apply(params, *args), -jnp.inf)
+    scores = model.apply(params, *args)
+    if constrain:
+      return constrained(scores, batch["categories"], config.list_length,
+                         max_count=config.max_count, max_run=config.max_run,
+                         num_categories=num_categories, where=batch["where"]).indices
+    scores = jnp.where(batch["where"], scores, -jnp.inf)
     top_scores, top = jax.lax.top_k(scores, config.list_length)
     return jnp.where(jnp.isfinite(top_scores), top, -1).astype(jnp.int32)
   if constrain:
     return model.apply(params, *args, categories=batch["categories"],
                        num_categories=num_categories, max_count=config.max_count,
-                       method=Seq2Slate.decode)
+                       max_run=config.max_run, method=Seq2Slate.decode)
   return model.apply(params, *args, method=Seq2Slate.decode)
 
 

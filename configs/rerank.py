@@ -1,0 +1,60 @@
+r"""Layer 3 reranking comparison on the simulator's request lists.
+
+  python -m launch.rerank --config configs/rerank.py --workdir results/rerank
+  python -m launch.rerank --config configs/rerank.py:runlocal --workdir /tmp/rerank
+
+Every reranker turns the n = 50 candidates of a request (sorted by the
+simulator's imperfect initial ranker) into a final list of k = 10 under the
+quota "at most ``max_count`` items of one category and no two adjacent items
+of one category (``max_run``)". Heuristic parameters are chosen on validation
+requests by true list utility; the learned rerankers train on the training
+requests (``num_seeds`` seeds each); all rows are measured on the test
+requests. ``runlocal`` shrinks everything to a smoke run of well under a minute.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.num_lists = 2000
+  config.num_train = 1500
+  config.num_valid = 250            # the test split is the rest
+  config.num_candidates = 50
+  config.list_length = 10
+  config.num_categories = 20        # SimulatorConfig.num_categories
+  config.num_business = 4           # len(SimulatorConfig.business_lines)
+  config.max_count = 2
+  config.max_run = 1
+  config.grids = ml_collections.ConfigDict({
+      "mmr_lam": (0.5, 0.7, 0.9),
+      "dpp_alpha": (1.0, 2.0, 4.0),
+      "calibrated_lam": (0.3, 0.6, 0.9),
+      "coverage_floor": (0.02, 0.1, 1.0),
+  })
+  config.num_seeds = 3
+  config.train = ml_collections.ConfigDict({
+      "hidden": 32, "num_heads": 4, "num_layers": 2, "num_steps": 200, "batch_size": 64,
+      "learning_rate": 1e-3, "temperature": 0.1, "sort_method": "softsort", "dual_every": 50,
+  })
+  config.learned = ml_collections.ConfigDict({
+      "prm": {"label": "PRM", "model": "prm", "quota_weight": 0.0, "dual_step": 0.0},
+      "prm_quota": {"label": "PRM + quota", "model": "prm", "quota_weight": 0.02,
+                    "dual_step": 0.02},
+      "seq2slate": {"label": "Seq2Slate", "model": "seq2slate", "quota_weight": 0.0,
+                    "dual_step": 0.0},
+      "seq2slate_quota": {"label": "Seq2Slate + quota", "model": "seq2slate",
+                          "quota_weight": 0.02, "dual_step": 0.02},
+  })
+  config.learned_order = ("prm", "prm_quota", "seq2slate", "seq2slate_quota")
+  if arg == "runlocal":
+    config.num_lists = 300
+    config.num_train = 200
+    config.num_valid = 50
+    config.num_seeds = 1
+    config.train.num_steps = 20
+    config.train.dual_every = 10
+  elif arg:
+    raise ValueError(f"unknown variant {arg!r}; known: runlocal")
+  return config

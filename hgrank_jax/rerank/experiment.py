@@ -1,0 +1,245 @@
+"""The Layer 3 comparison: every reranker on the simulator's request lists.
+
+Splits the simulator's reranking requests into train / validation / test,
+chooses each heuristic's trade-off parameter on validation (by true list
+utility), trains the learned rerankers on the training requests, and measures
+every method on the test requests: true list utility, NDCG@k against the true
+click probabilities, quota satisfaction and violation, exposure-share error
+against the user's history distribution, intra-list diversity, calibration KL,
+category coverage and milliseconds per list. Also measures the constrained
+greedy's objective gap to the MILP optimum. Used by ``launch/rerank.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hgrank_jax.data import SimulatorConfig, make_request_lists
+from hgrank_jax.metrics import lists as list_metrics
+from hgrank_jax.rerank import diversity, learned
+from hgrank_jax.rerank.constrained import constrained, exact, list_objective
+
+COLUMNS = ("utility", "ndcg", "quota_satisfied", "quota_violation", "share_error", "diversity",
+           "calibration_kl", "coverage", "ms_per_list")
+
+
+def _split(x, start, stop):
+  return {name: value[start:stop] for name, value in x.items()}
+
+
+def _timed(fn, repeats=3):
+  """Runs ``fn`` once to compile, then returns (result, best seconds of ``repeats``)."""
+  result = jax.block_until_ready(fn())
+  best = np.inf
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    best = min(best, time.perf_counter() - start)
+  return np.asarray(result if not isinstance(result, tuple) else result[0]), best
+
+
+def _longest_runs(order, categories):
+  category = np.where(order >= 0, np.take_along_axis(categories, np.maximum(order, 0), 1), -1)
+  longest = np.ones(len(order), int)
+  run = np.ones(len(order), int)
+  for p in range(1, order.shape[1]):
+    same = (category[:, p] >= 0) & (category[:, p] == category[:, p - 1])
+    run = np.where(same, run + 1, 1)
+    longest = np.maximum(longest, run)
+  return longest
+
+
+class Evaluator:
+  """Scores final lists of one split against its truth."""
+
+  def __init__(self, lists, rows, config):
+    self.lists, self.rows, self.config = lists, rows, config
+    self.inputs = _split(lists.inputs, rows.start, rows.stop)
+    self.relevance = lists.truth["relevance"][rows]
+    history = self.inputs["history_category_counts"].astype(np.float32)
+    self.target = history / np.maximum(history.sum(-1, keepdims=True), 1)
+    self.num_categories = config.num_categories
+
+  def utility(self, order):
+    full = np.zeros((self.lists.num_requests, order.shape[1]), int)
+    full[self.rows] = order
+    return self.lists.true_utility(full)[self.rows]
+
+  def ndcg(self, order):
+    k = order.shape[1]
+    discount = 1.0 / np.log2(2.0 + np.arange(k))
+    gains = np.where(self.inputs["where"], 2.0 ** self.relevance - 1.0, 0.0)
+    dcg = np.sum(np.where(order >= 0, np.take_along_axis(gains, np.maximum(order, 0), 1), 0)
+                 * discount, 1)
+    ideal = np.sum(-np.sort(-gains, 1)[:, :k] * discount, 1)
+    return dcg / np.maximum(ideal, 1e-12)
+
+  def row(self, order, seconds):
+    cfg, categories = self.config, self.inputs["category"]
+    c = self.num_categories
+    violation = np.asarray(list_metrics.quota_violation(order, categories, c,
+                                                        max_count=cfg.max_count))
+    satisfied = violation == 0
+    if cfg.max_run is not None:
+      satisfied &= _longest_runs(order, categories) <= cfg.max_run
+    one_hot = np.eye(c, dtype=np.float32)[categories]
+    return {
+        "utility": float(self.utility(order).mean()),
+        "ndcg": float(self.ndcg(order).mean()),
+        "quota_satisfied": float(satisfied.mean()),
+        "quota_violation": float(violation.mean()),
+        "share_error": float(np.nanmean(list_metrics.exposure_share_error(order, categories,
+                                                                          self.target))),
+        "diversity": float(np.nanmean(list_metrics.intra_list_diversity(
+            order, self.inputs["item_embedding"]))),
+        "calibration_kl": float(np.nanmean(list_metrics.calibration_kl(order, one_hot,
+                                                                       self.target))),
+        "coverage": float(np.mean(list_metrics.coverage(order, categories, c,
+                                                        weights=self.target))),
+        "ms_per_list": 1e3 * seconds / len(order),
+    }
+
+
+def heuristic_rerankers(inputs, target, config, params):
+  """``{name: zero-argument function returning [R, k] lists}`` for one split."""
+  k, c = config.list_length, config.num_categories
+  where, categories = inputs["where"], inputs["category"]
+  score = learned.model_inputs(inputs, num_categories=c, num_business=config.num_business)[
+      "initial_score"]
+  probability = 1.0 / (1.0 + np.exp(-inputs["initial_score"]))
+  embeddings, one_hot = inputs["item_embedding"], np.eye(c, dtype=np.float32)[categories]
+  bounds = dict(max_count=config.max_count, max_run=config.max_run, num_categories=c,
+                where=where)
+  return {
+      "MMR": lambda: diversity.mmr(score, embeddings, k, lam=params["mmr_lam"], where=where),
+      "DPP": lambda: diversity.dpp_greedy(np.exp(params["dpp_alpha"] * score), embeddings, k,
+                                          where=where),
+      "calibrated": lambda: diversity.calibrated(score, one_hot, target, k,
+                                                 lam=params["calibrated_lam"], where=where),
+      "coverage": lambda: diversity.coverage(probability, categories, k,
+                                             weights=target + params["coverage_floor"],
+                                             where=where),
+      "constrained greedy": lambda: constrained(probability, categories, k,
+                                                               **bounds).indices,
+      "exact (MILP)": lambda: exact(probability, categories, k, **bounds).indices,
+  }
+
+
+def _select(valid_eval, config, grids):
+  """Picks each heuristic's parameter by mean true utility on validation."""
+  chosen = {name: values[0] for name, values in grids.items()}
+  for name, values in grids.items():
+    best = -np.inf
+    for value in values:
+      params = dict(chosen, **{name: value})
+      method = {"mmr_lam": "MMR", "dpp_alpha": "DPP", "calibrated_lam": "calibrated",
+                "coverage_floor": "coverage"}[name]
+      fn = heuristic_rerankers(valid_eval.inputs, valid_eval.target, config, params)[method]
+      utility = valid_eval.utility(np.asarray(fn())).mean()
+      if utility > best:
+        best, chosen[name] = utility, value
+  return chosen
+
+
+def run(config, log=print):
+  """Runs the comparison; returns a dict with rows, the greedy gap and the settings."""
+  sim = SimulatorConfig(seed=config.seed, num_list_requests=config.num_lists,
+                        num_requests=1000, list_candidates=config.num_candidates)
+  lists = make_request_lists(sim)
+  num_train, num_valid = config.num_train, config.num_valid
+  train_rows = slice(0, num_train)
+  valid_rows = slice(num_train, num_train + num_valid)
+  test_rows = slice(num_train + num_valid, config.num_lists)
+  valid_eval, test_eval = (Evaluator(lists, rows, config) for rows in (valid_rows, test_rows))
+  k, c = config.list_length, config.num_categories
+
+  params = _select(valid_eval, config, {name: list(values) for name, values in config.grids.items()})
+  log(f"validation-selected parameters: {params}")
+  results = {}
+  initial = np.where(test_eval.inputs["where"][:, :k], np.arange(k), -1)
+  results["initial order"] = test_eval.row(initial, 0.0)
+  computed = {}
+  for name, fn in heuristic_rerankers(test_eval.inputs, test_eval.target, config, params).items():
+    order, seconds = _timed(fn, repeats=1 if name.startswith("exact") else 3)
+    computed[name] = order
+    results[name] = test_eval.row(order, seconds)
+    log(f"{name}: {results[name]}")
+
+  # Greedy gap on the objective both optimise.
+  probability = 1.0 / (1.0 + np.exp(-test_eval.inputs["initial_score"]))
+  greedy_value = list_objective(probability, computed["constrained greedy"])
+  exact_value = list_objective(probability, computed["exact (MILP)"])
+  gap = (exact_value - greedy_value) / exact_value
+  greedy_gap = {"mean_relative_gap": float(gap.mean()), "max_relative_gap": float(gap.max()),
+                "lists_with_gap": float((gap > 1e-9).mean()),
+                "greedy_infeasible_rate": float(1.0 - results["constrained greedy"][
+                    "quota_satisfied"]), "num_lists": int(len(gap))}
+  log(f"greedy gap: {greedy_gap}")
+
+  x = learned.model_inputs(lists.inputs, num_categories=c, num_business=config.num_business)
+  train_x, valid_x, test_x = (_split(x, r.start, r.stop) for r in (train_rows, valid_rows,
+                                                                   test_rows))
+  learned_rows = {}
+  for key in config.learned_order:
+    variant = dict(config.learned[key])
+    name = variant.pop("label")
+    per_seed = []
+    for seed in range(config.num_seeds):
+      train_config = learned.TrainConfig(list_length=k, max_count=config.max_count,
+                                         max_run=config.max_run,
+                                         **dict(config.train), **variant)
+      model, model_params, _ = learned.train_reranker(
+          train_config, train_x, lists.truth["relevance"][train_rows], valid_x,
+          key=jax.random.PRNGKey(seed), num_categories=c, log=log)
+      constrain = variant.get("quota_weight", 0) > 0
+      predict = jax.jit(lambda p, batch, m=model, t=train_config, cn=constrain: learned.predict(
+          m, t, p, batch, num_categories=c, constrain=cn))
+      order, seconds = _timed(lambda: predict(model_params, test_x))
+      per_seed.append(test_eval.row(order, seconds))
+    learned_rows[name] = per_seed
+    results[name] = {column: float(np.mean([r[column] for r in per_seed])) for column in COLUMNS}
+    results[name].update({f"{column}_std": float(np.std([r[column] for r in per_seed]))
+                          for column in COLUMNS})
+    log(f"{name}: {results[name]}")
+  return {"rows": results, "greedy_gap": greedy_gap, "selected": params,
+          "num_seeds": config.num_seeds, "num_test_lists": int(len(initial))}
+
+
+def write(summary, workdir):
+  """Writes rerank.md, rerank.csv and rerank.json into ``workdir``."""
+  os.makedirs(workdir, exist_ok=True)
+  rows = summary["rows"]
+  header = ["method", "true utility", "NDCG@k", "quota satisfied", "quota violation",
+            "share error", "diversity", "calibration KL", "coverage", "ms/list"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  csv = [",".join(header)]
+  for name, row in rows.items():
+    cells = []
+    for column in COLUMNS:
+      digits = 3 if column != "ms_per_list" else 4
+      text = f"{row[column]:.{digits}f}"
+      if f"{column}_std" in row and column != "ms_per_list":
+        text += f" ± {row[column + '_std']:.{digits}f}"
+      cells.append(text)
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    csv.append(",".join([name] + [f"{row[column]:.6g}" for column in COLUMNS]))
+  gap = summary["greedy_gap"]
+  lines += ["", f"Constrained greedy vs exact MILP on {gap['num_lists']} test lists: mean relative "
+            f"gap {100 * gap['mean_relative_gap']:.3f}%, max {100 * gap['max_relative_gap']:.3f}%, "
+            f"lists with any gap {100 * gap['lists_with_gap']:.1f}%, greedy infeasible rate "
+            f"{100 * gap['greedy_infeasible_rate']:.1f}%.",
+            f"Validation-selected parameters: {summary['selected']}; learned rows: mean ± std "
+            f"over {summary['num_seeds']} seeds."]
+  with open(os.path.join(workdir, "rerank.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  with open(os.path.join(workdir, "rerank.csv"), "w") as f:
+    f.write("\n".join(csv) + "\n")
+  with open(os.path.join(workdir, "rerank.json"), "w") as f:
+    json.dump(summary, f, indent=2, default=float)
+  return "\n".join(lines)
