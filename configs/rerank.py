@@ -9,7 +9,11 @@ quota "at most ``max_count`` items of one category and no two adjacent items
 of one category (``max_run``)". Heuristic parameters are chosen on validation
 requests by true list utility; the learned rerankers train on the training
 requests (``num_seeds`` seeds each); all rows are measured on the test
-requests. ``runlocal`` shrinks everything to a smoke run of well under a minute.
+requests. The "+ quota" learned rows add ``quota_weight`` times the soft quota
+penalty to the training loss and decode under the constraints (PRM through the
+constrained greedy on its scores, Seq2Slate by masking); lambda stays fixed
+here (``dual_step`` > 0 switches on dual ascent on the validation violation of
+the unconstrained lists). ``runlocal`` shrinks everything to a smoke run of well under a minute.
 """
 
 import ml_collections
@@ -28,10 +32,10 @@ def get_config(arg=None):
   config.max_count = 2
   config.max_run = 1
   config.grids = ml_collections.ConfigDict({
-      "mmr_lam": (0.5, 0.7, 0.9),
-      "dpp_alpha": (1.0, 2.0, 4.0),
+      "mmr_lam": (0.1, 0.3, 0.5, 0.7, 0.9),
+      "dpp_alpha": (0.25, 0.5, 1.0, 2.0, 4.0),
       "calibrated_lam": (0.3, 0.6, 0.9),
-      "coverage_floor": (0.02, 0.1, 1.0),
+      "coverage_floor": (0.1, 1.0, 10.0),
   })
   config.num_seeds = 3
   config.train = ml_collections.ConfigDict({
@@ -40,12 +44,12 @@ def get_config(arg=None):
   })
   config.learned = ml_collections.ConfigDict({
       "prm": {"label": "PRM", "model": "prm", "quota_weight": 0.0, "dual_step": 0.0},
-      "prm_quota": {"label": "PRM + quota", "model": "prm", "quota_weight": 0.02,
-                    "dual_step": 0.02},
+      "prm_quota": {"label": "PRM + quota", "model": "prm", "quota_weight": 0.005,
+                    "dual_step": 0.0},
       "seq2slate": {"label": "Seq2Slate", "model": "seq2slate", "quota_weight": 0.0,
                     "dual_step": 0.0},
       "seq2slate_quota": {"label": "Seq2Slate + quota", "model": "seq2slate",
-                          "quota_weight": 0.02, "dual_step": 0.02},
+                          "quota_weight": 0.005, "dual_step": 0.0},
   })
   config.learned_order = ("prm", "prm_quota", "seq2slate", "seq2slate_quota")
   if arg == "runlocal":
