@@ -50,6 +50,17 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
+def official_config(dataset: str, arg: str | None) -> ml_collections.ConfigDict:
+  """An official dataset (files read from config.manual_dir) at the paper's settings."""
+  config = base_config()
+  config.dataset = dataset
+  config.num_train_steps = 100_000
+  config.eval_every_steps = 1000
+  config.log_every_steps = 100
+  config.model.hidden_layers = (512, 256, 128)
+  return apply_variants(config, arg)
+
+
 def apply_variants(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
   """Applies comma-separated variants: objective names and ``runlocal``."""
   for variant in filter(None, (arg or "").split(",")):

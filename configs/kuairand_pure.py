@@ -21,10 +21,4 @@ import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def get_config(arg=None):
-  config = common.base_config()
-  config.dataset = "kuairand:pure"
-  config.num_train_steps = 100_000
-  config.eval_every_steps = 1000
-  config.log_every_steps = 100
-  config.model.hidden_layers = (512, 256, 128)
-  return common.apply_variants(config, arg)
+  return common.official_config("kuairand:pure", arg)

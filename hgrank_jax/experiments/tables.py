@@ -20,20 +20,10 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from hgrank_jax.experiments import runs as runs_lib
+from hgrank_jax.train.checkpoint import flatten_dict as flatten
 
 METRICS = ("logloss", "auc", "gauc")
 HIGHER_IS_BETTER = {"logloss": False, "auc": True, "gauc": True}
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      out.update(flatten(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,13 +21,14 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_dict(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (dotted config keys)."""
   out = {}
-  for k, v in d.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, f"{prefix}{k}."))
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      out.update(flatten_dict(value, f"{prefix}{key}."))
     else:
-      out[f"{prefix}{k}"] = v
+      out[f"{prefix}{key}"] = value
   return out
 
 
@@ -52,7 +53,7 @@ def prepare_workdir(workdir: str | os.PathLike, config_dict: Mapping[str, Any],
   current = json.loads(json.dumps(dict(config_dict), default=str))
   if config_path.exists():
     saved = json.loads(config_path.read_text())
-    a, b = _flatten(saved), _flatten(current)
+    a, b = flatten_dict(saved), flatten_dict(current)
     differing = sorted(k for k in set(a) | set(b)
                        if a.get(k, "<missing>") != b.get(k, "<missing>") and k not in ignore_keys)
     if differing:
