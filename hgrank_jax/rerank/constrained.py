@@ -36,6 +36,7 @@ import scipy.optimize
 import scipy.sparse
 
 from hgrank_jax.rerank._batch import valid_mask, vmap_lists
+from hgrank_jax.rerank.diversity import finite_floor
 
 
 class ConstrainedLists(NamedTuple):
@@ -116,7 +117,7 @@ def _greedy_one(scores, categories, valid, lo_bound, hi_bound, *, k, max_run):
     ok_local = (counts < hi_bound) & (run_after <= max_run)
     completable = available & ok_category[categories]
     allowed = jnp.where(jnp.any(completable), completable, available & ok_local[categories])
-    pick = jnp.argmax(jnp.where(allowed, scores, -jnp.inf))
+    pick = jnp.argmax(jnp.where(allowed, finite_floor(scores), -jnp.inf))
     take = jnp.any(allowed) & (t < target_length)
     category = categories[pick]
     counts = jnp.where(take, counts.at[category].add(1), counts)

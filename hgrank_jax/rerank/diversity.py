@@ -35,6 +35,13 @@ def _check_k(k, n):
     raise ValueError(f"k={k} exceeds the {n} candidates per list")
 
 
+def finite_floor(gain):
+  """Maps NaN and -inf gains to the lowest finite float, so argmax over a
+  ``where(available, gain, -inf)`` mask can never land on an unavailable item."""
+  gain = jnp.where(jnp.isnan(gain), -jnp.inf, gain)
+  return jnp.maximum(gain, jnp.finfo(gain.dtype).min)
+
+
 def _greedy(gain_fn, init_state, update_fn, valid, k):
   """Runs a k-step greedy pick; shared loop of every reranker here.
 
@@ -51,10 +58,9 @@ def _greedy(gain_fn, init_state, update_fn, valid, k):
 
   def step(carry, t):
     available, state = carry
-    gain = jnp.where(available, gain_fn(state, t), _NEG_INF)
+    gain = jnp.where(available, finite_floor(gain_fn(state, t)), _NEG_INF)
     pick = jnp.argmax(gain)
-    # A NaN or -inf gain on every available item still picks one: a finite
-    # objective is the caller's contract; only "nothing left" yields -1.
+    # Only "nothing left" yields -1; items with a NaN or -inf gain come last.
     has_pick = jnp.any(available)
     new_state = update_fn(state, pick, t)
     state = jax.tree_util.tree_map(lambda new, old: jnp.where(has_pick, new, old), new_state, state)

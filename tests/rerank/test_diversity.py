@@ -120,3 +120,12 @@ def test_batched_axes_and_masks():
     for row, ok in zip(flat, where):
       picked = row[row >= 0]
       assert len(set(picked)) == len(picked) and ok[picked].all(), name
+
+
+def test_non_finite_gains_never_pick_a_masked_item():
+  relevance = np.array([[-np.inf, np.nan, -np.inf, 0.3]], np.float32)
+  where = np.array([[False, True, True, False]])
+  for got in (rerank.mmr(relevance, np.eye(4)[None], 3, lam=1.0, where=where),
+              rerank.constrained(relevance, np.zeros((1, 4), int), 3, where=where).indices):
+    got = np.asarray(got)[0]
+    assert sorted(got[:2]) == [1, 2] and got[2] == -1
