@@ -11,7 +11,7 @@ became singular) hold ``-1``.
 * :func:`mmr` -- maximal marginal relevance (Carbonell & Goldstein, 1998).
 * :func:`dpp_greedy` -- fast greedy MAP inference for a DPP with kernel
   ``L = diag(q) S diag(q)`` by incremental Cholesky (Chen et al., 2018),
-  O(k^2 n) per list.
+  O(k^2 n + k n d) per list.
 * :func:`calibrated` -- Steck's calibrated recommendation (2018): relevance
   traded against KL(target || list category distribution).
 * :func:`coverage` -- greedy maximisation of a weighted probabilistic category
@@ -101,14 +101,13 @@ def mmr(relevance, embeddings, k, *, lam=0.5, where=None):
 
   def one(rel, emb, ok):
     unit = _unit_rows(emb)
-    similarity = unit @ unit.T
 
     def gain(max_sim, t):
       redundancy = jnp.where(t == 0, 0.0, max_sim)
       return lam * rel - (1.0 - lam) * redundancy
 
     def update(max_sim, pick, t):
-      return jnp.maximum(max_sim, similarity[pick])
+      return jnp.maximum(max_sim, unit @ unit[pick])   # one similarity row, O(n d)
 
     return _greedy(gain, jnp.full((n,), _NEG_INF), update, ok, k)
 
@@ -146,7 +145,11 @@ def dpp_greedy(quality, embeddings, k, *, jitter=1e-6, epsilon=1e-9, where=None)
 
   def one(q, emb, ok):
     unit = _unit_rows(emb)
-    kernel = q[:, None] * (unit @ unit.T) * q[None, :] + jitter * jnp.eye(n)
+
+    # Kernel rows are built on demand, O(n d) per step, instead of the whole
+    # n x n kernel up front: k rows are all the algorithm ever reads.
+    def kernel_row(j):
+      return q[j] * q * (unit @ unit[j]) + jitter * (jnp.arange(n) == j)
 
     def step(carry, t):
       available, cholesky_rows, schur, stopped = carry
@@ -154,14 +157,15 @@ def dpp_greedy(quality, embeddings, k, *, jitter=1e-6, epsilon=1e-9, where=None)
       pick = jnp.argmax(gain)
       take = jnp.any(available) & ~stopped & (schur[pick] > epsilon)
       # Row t of the incremental Cholesky factor for every candidate.
-      row = (kernel[pick] - cholesky_rows.T @ cholesky_rows[:, pick]) / jnp.sqrt(
+      row = (kernel_row(pick) - cholesky_rows.T @ cholesky_rows[:, pick]) / jnp.sqrt(
           jnp.maximum(schur[pick], epsilon))
       cholesky_rows = jnp.where(take, cholesky_rows.at[t].set(row), cholesky_rows)
       schur = jnp.where(take, schur - row ** 2, schur)
       available = available.at[pick].set(jnp.where(take, False, available[pick]))
       return (available, cholesky_rows, schur, stopped | ~take), jnp.where(take, pick, -1)
 
-    init = (ok, jnp.zeros((k, n), jnp.float32), jnp.diagonal(kernel), jnp.array(False))
+    diagonal = q ** 2 * jnp.sum(unit * unit, -1) + jitter
+    init = (ok, jnp.zeros((k, n), jnp.float32), diagonal, jnp.array(False))
     _, picks = jax.lax.scan(step, init, jnp.arange(k))
     return picks.astype(jnp.int32)
 
