@@ -7,6 +7,10 @@ the MILP optimum :func:`exact` for per-category min/max counts and a maximum
 run length, with :func:`list_objective` to compare them. All return candidate
 indices ``[..., k]`` in list order with ``-1`` for unfilled slots; see
 docs/reranking.md.
+
+Submodules not imported here: :mod:`.learned` (inputs, loss, training and
+inference of the PRM / Seq2Slate models), :mod:`.experiment` (the comparison
+run by ``launch/rerank.py``) and :mod:`.benchmark` (latency against numpy).
 """
 
 from hgrank_jax.rerank.constrained import ConstrainedLists
