@@ -52,6 +52,8 @@ def get_config(arg=None):
                           "quota_weight": 0.005, "dual_step": 0.0},
   })
   config.learned_order = ("prm", "prm_quota", "seq2slate", "seq2slate_quota")
+  # Quota weights of the PRM sweep behind pareto.png (one seed each).
+  config.pareto_weights = (0.0, 0.01, 0.05, 0.2)
   if arg == "runlocal":
     config.num_lists = 300
     config.num_train = 200
@@ -59,6 +61,7 @@ def get_config(arg=None):
     config.num_seeds = 1
     config.train.num_steps = 20
     config.train.dual_every = 10
+    config.pareto_weights = (0.0, 0.1)
   elif arg:
     raise ValueError(f"unknown variant {arg!r}; known: runlocal")
   return config

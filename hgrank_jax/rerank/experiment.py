@@ -207,8 +207,45 @@ def run(config, log=print):
     results[name].update({f"{column}_std": float(np.std([r[column] for r in per_seed]))
                           for column in COLUMNS})
     log(f"{name}: {results[name]}")
-  return {"rows": results, "greedy_gap": greedy_gap, "selected": params,
+  pareto = []
+  for quota_weight in config.get("pareto_weights", ()):
+    # Unconstrained decoding, so the quota is met only as far as training taught it.
+    train_config = learned.TrainConfig(list_length=k, max_count=config.max_count,
+                                       max_run=config.max_run, model="prm",
+                                       quota_weight=quota_weight, **dict(config.train))
+    model, model_params, _ = learned.train_reranker(
+        train_config, train_x, lists.truth["relevance"][train_rows], valid_x,
+        key=jax.random.PRNGKey(0), num_categories=c, log=log)
+    order = np.asarray(learned.predict(model, train_config, model_params, test_x,
+                                       num_categories=c))
+    pareto.append(dict(test_eval.row(order, 0.0), quota_weight=float(quota_weight)))
+    log(f"pareto lambda={quota_weight}: {pareto[-1]}")
+  return {"rows": results, "greedy_gap": greedy_gap, "selected": params, "pareto": pareto,
           "num_seeds": config.num_seeds, "num_test_lists": int(len(initial))}
+
+
+def _plot_pareto(summary, path):
+  """NDCG against quota satisfaction: the PRM lambda sweep and the fixed methods."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  figure, axis = plt.subplots(figsize=(6, 4.5))
+  sweep = summary["pareto"]
+  axis.plot([p["quota_satisfied"] for p in sweep], [p["ndcg"] for p in sweep], "o-",
+            label="PRM, lambda sweep (unconstrained decoding)")
+  for point in sweep:
+    axis.annotate(f"{point['quota_weight']:g}", (point["quota_satisfied"], point["ndcg"]),
+                  textcoords="offset points", xytext=(4, 4), fontsize=8)
+  for name, row in summary["rows"].items():
+    axis.plot(row["quota_satisfied"], row["ndcg"], "x")
+    axis.annotate(name, (row["quota_satisfied"], row["ndcg"]), textcoords="offset points",
+                  xytext=(4, -10), fontsize=7)
+  axis.set_xlabel("quota satisfaction rate (test lists)")
+  axis.set_ylabel("NDCG@k vs true click probabilities")
+  axis.legend(fontsize=8, loc="lower left")
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
 
 
 def write(summary, workdir):
@@ -236,6 +273,14 @@ def write(summary, workdir):
             f"{100 * gap['greedy_infeasible_rate']:.1f}%.",
             f"Validation-selected parameters: {summary['selected']}; learned rows: mean ± std "
             f"over {summary['num_seeds']} seeds."]
+  if summary.get("pareto"):
+    lines += ["", "PRM lambda sweep (unconstrained decoding, seed 0; pareto.png):", "",
+              "| lambda | true utility | NDCG@k | quota satisfied | quota violation |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {p['quota_weight']:g} | {p['utility']:.3f} | {p['ndcg']:.3f} | "
+              f"{p['quota_satisfied']:.3f} | {p['quota_violation']:.3f} |"
+              for p in summary["pareto"]]
+    _plot_pareto(summary, os.path.join(workdir, "pareto.png"))
   with open(os.path.join(workdir, "rerank.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   with open(os.path.join(workdir, "rerank.csv"), "w") as f:

@@ -21,6 +21,7 @@ def test_miniature_comparison(tmp_path):
   config.train.dual_every = 2
   config.learned_order = ("prm_quota", "seq2slate_quota")
   config.grids = {name: values[:1] for name, values in config.grids.items()}
+  config.pareto_weights = (0.1,)
   summary = experiment.run(config, log=lambda _: None)
   text = experiment.write(summary, str(tmp_path))
   rows = summary["rows"]
@@ -35,3 +36,4 @@ def test_miniature_comparison(tmp_path):
     assert rows[name]["quota_satisfied"] == 1.0, name
   assert json.load(open(tmp_path / "rerank.json"))["rows"].keys() == rows.keys()
   assert "| constrained greedy |" in text and (tmp_path / "rerank.csv").exists()
+  assert len(summary["pareto"]) == 1 and (tmp_path / "pareto.png").exists()
