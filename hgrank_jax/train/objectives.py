@@ -53,6 +53,17 @@ def _rngs(rng, dropout_rate: float):
   return {"dropout": rng} if dropout_rate > 0 else {}
 
 
+def hgr_model_from_config(config, spec: FeatureSpec):
+  """The :class:`~hgrank_jax.models.HGRModel` that ``config`` trains (for analyses too)."""
+  hgr = config.hgr
+  return make_hgr_model(spec, config.model.name, num_levels=int(hgr.num_levels),
+                        codebook_size=int(hgr.codebook_size),
+                        aux_updates_main_net=bool(hgr.get("aux_updates_main_net", False)),
+                        decay=float(hgr.get("decay", 0.99)),
+                        dead_code_threshold=float(hgr.get("dead_code_threshold", 1.0)),
+                        kmeans_init=bool(hgr.get("kmeans_init", True)), **_scorer_kwargs(config))
+
+
 def build_objective(config, spec: FeatureSpec) -> Objective:
   """The :class:`Objective` named by ``config.objective.name`` for a dataset's spec."""
   name = config.objective.name
@@ -96,12 +107,7 @@ def build_objective(config, spec: FeatureSpec) -> Objective:
                      f"{config.objective.loss if name == 'pointwise' else 'jrc'}")
 
   hgr = config.hgr
-  model = make_hgr_model(spec, config.model.name, num_levels=int(hgr.num_levels),
-                         codebook_size=int(hgr.codebook_size),
-                         aux_updates_main_net=bool(hgr.get("aux_updates_main_net", False)),
-                         decay=float(hgr.get("decay", 0.99)),
-                         dead_code_threshold=float(hgr.get("dead_code_threshold", 1.0)),
-                         kmeans_init=bool(hgr.get("kmeans_init", True)), **_scorer_kwargs(config))
+  model = hgr_model_from_config(config, spec)
   aux_weight = float(hgr.get("aux_weight", 1.0))
   hierarchical_weight = float(hgr.get("hierarchical_weight", 1.0))
   code_source = hgr.get("code_source", "learned")
