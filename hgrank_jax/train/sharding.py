@@ -2,8 +2,8 @@
 
 Data parallelism uses one mesh axis, ``data``: batches are split along their
 leading axis over every device, parameters and other state are replicated.
-This replaces the older per-device-mapping style (in maintenance mode in current JAX); the same code
-runs on 1 CPU, 8 fake CPU devices, a GPU or a TPU host.
+It replaces the older per-device mapping API, which is in maintenance mode in
+current JAX; the same code runs on 1 CPU, 8 fake CPU devices, a GPU or a TPU host.
 """
 
 from __future__ import annotations
