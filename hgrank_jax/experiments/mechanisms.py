@@ -54,7 +54,7 @@ def prefix_ids(codes: np.ndarray, level: int) -> np.ndarray:
 
 
 def _restore_best(workdir: pathlib.Path) -> tuple[Any, Any]:
-  manager = ocp.CheckpointManager(workdir / CHECKPOINT_DIR)
+  manager = ocp.CheckpointManager(pathlib.Path(workdir).resolve() / CHECKPOINT_DIR)
   restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
       state=ocp.args.StandardRestore(), loop=ocp.args.JsonRestore()))
   manager.close()
