@@ -81,3 +81,26 @@ def heatmap_png(path: pathlib.Path, values, row_labels: Sequence[str],
   pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def convergence_png(path: pathlib.Path, curves: Mapping[str, Sequence[tuple[int, float]]], *,
+                    title: str, ylabel: str = "validation GAUC") -> None:
+  """One line per run: (training step, validation metric) points."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, ax = plt.subplots(figsize=(6.5, 4))
+  for name, points in curves.items():
+    if points:
+      steps, values = zip(*points)
+      ax.plot(steps, values, marker="o", markersize=3, label=name)
+  ax.set_xlabel("training step")
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

@@ -6,7 +6,8 @@ row's hyperparameters on validation, and writes ``<results_dir>/<dataset>/``:
 difference to LogLoss with a 95% interval), ``table2.*`` (the same runs on cold
 users, 1-20 training rows, and warm users, 21-50; users with more rows are
 excluded), ``table3.*`` (GroupCE ablations) and ``figure4.{png,md,json}`` (test
-GAUC over codebook size K and levels L). Table 2 reuses Table 1's runs through
+GAUC over codebook size K and levels L), and ``convergence.png`` (validation GAUC
+against training step for the LogLoss and GroupCE runs). Table 2 reuses Table 1's runs through
 their saved test predictions. On the simulator, ``codes_vs_clusters.{md,json}``
 reports the NMI between the GroupCE runs' code prefixes and the true user
 clusters.
@@ -28,6 +29,7 @@ from hgrank_jax.experiments import runs as runs_lib
 from hgrank_jax.experiments.tables import METRICS, Row, run_row, summarise
 from hgrank_jax.train.evaluation import classification_metrics
 from hgrank_jax.train.loop import PREDICTIONS_FILE
+from hgrank_jax.train.writers import read_metrics
 
 
 def _rows(config_rows) -> list[Row]:
@@ -100,6 +102,15 @@ def reproduce(config: ml_collections.ConfigDict, *,
                             extra={"runs": rows})
     log(md)
     summaries["table1"] = table
+    curves = {}
+    for row in rows:
+      if row["key"] in ("logloss", "groupce"):
+        for run in row["runs"]:
+          records = read_metrics(run["workdir"], "eval")
+          curves[f"{row['name']} (seed {run['seed']})"] = [(r["step"], r["valid_gauc"])
+                                                           for r in records]
+    report.convergence_png(out_dir / "convergence.png", curves,
+                           title=f"Validation GAUC during training, {dataset.name}")
 
     groups = _user_groups(dataset)
     test = dataset.split("test")

@@ -89,6 +89,7 @@ def test_reproduce_runlocal_writes_complete_tables_and_reuses_runs(tmp_path):
   table2 = json.loads((out / "table2.json").read_text())
   assert set(table2["tables"]) == {"cold", "warm"}
   assert (out / "figure4.png").stat().st_size > 1000
+  assert (out / "convergence.png").stat().st_size > 1000
   runs = sorted(p.name for p in (out / "runs").iterdir())
   mtimes = {p: (out / "runs" / p / "results.json").stat().st_mtime for p in runs}
   reproduce(config, log=lambda _: None)  # everything cached: no run trains again
