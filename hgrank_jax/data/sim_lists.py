@@ -31,9 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hgrank_jax.data.sim_logs import chunk_request_range, num_chunks, retrieve_candidates
+from hgrank_jax.data.sim_logs import chunk_request_range, iter_chunks, retrieve_candidates
 from hgrank_jax.data.sim_config import SimulatorConfig
-from hgrank_jax.data.sim_world import LIST_STREAM, SimWorld, build_world, true_scores
+from hgrank_jax.data.sim_world import LIST_STREAM, SimWorld, true_scores
 
 
 # Compiled as a whole: eager op-by-op dispatch would compile each of its ~15 ops
@@ -193,13 +193,7 @@ def iter_list_chunks(world: SimWorld | SimulatorConfig, *, start: int = 0, stop:
 
   ``world`` may be a config, in which case the world is built first.
   """
-  if isinstance(world, SimulatorConfig):
-    world = build_world(world)
-  cfg = world.config
-  total = num_chunks(cfg.num_list_requests, cfg.chunk_requests)
-  stop = total if stop is None else min(stop, total)
-  for index in range(start, stop, step):
-    yield list_chunk(world, index)
+  return iter_chunks(world, "num_list_requests", list_chunk, start=start, stop=stop, step=step)
 
 
 def concat_lists(chunks) -> RequestLists:

@@ -19,7 +19,7 @@ plus the world. :func:`iter_log_chunks` yields chunks one by one for a writer.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -181,13 +181,23 @@ def iter_log_chunks(world: SimWorld | SimulatorConfig, *, start: int = 0, stop: 
   ``start=process_index, step=process_count`` gives each host its own chunks.
   ``world`` may be a config, in which case the world is built first.
   """
+  return iter_chunks(world, "num_requests", log_chunk, start=start, stop=stop, step=step)
+
+
+def iter_chunks(world, size_field: str, make_chunk, *, start: int = 0, stop: int | None = None,
+                step: int = 1) -> Iterator[Any]:
+  """Lazily yields ``make_chunk(world, index)`` for chunk indices ``range(start, stop, step)``.
+
+  ``size_field`` names the config field counting requests (``num_requests`` for
+  logs, ``num_list_requests`` for reranking lists); ``world`` may be a config.
+  """
   if isinstance(world, SimulatorConfig):
     world = build_world(world)
   cfg = world.config
-  total = num_chunks(cfg.num_requests, cfg.chunk_requests)
+  total = num_chunks(getattr(cfg, size_field), cfg.chunk_requests)
   stop = total if stop is None else min(stop, total)
   for index in range(start, stop, step):
-    yield log_chunk(world, index)
+    yield make_chunk(world, index)
 
 
 def concat_log_chunks(chunks) -> LogChunk:
