@@ -4,16 +4,23 @@ Greedy diversity rerankers (:mod:`.diversity`): :func:`mmr`,
 :func:`dpp_greedy`, :func:`calibrated`, :func:`coverage`. Constrained
 reranking (:mod:`.constrained`): the feasible greedy :func:`constrained` and
 the MILP optimum :func:`exact` for per-category min/max counts and a maximum
-run length, with :func:`list_objective` to compare them. All return candidate
+run length, with :func:`list_objective` to compare them, and the step rule
+(:func:`category_state`, :func:`allowed_picks`, :func:`advance`) that
+position-by-position decoders share with the greedy. All return candidate
 indices ``[..., k]`` in list order with ``-1`` for unfilled slots; see
 docs/reranking.md.
 
 Submodules not imported here: :mod:`.learned` (inputs, loss, training and
 inference of the PRM / Seq2Slate models), :mod:`.experiment` (the comparison
-run by ``launch/rerank.py``) and :mod:`.benchmark` (latency against numpy).
+run by ``launch/rerank.py``) and :mod:`.generator_evaluator` (candidate lists scored by a learned list
+evaluator); the latency benchmark is ``benchmarks/rerank.py``.
 """
 
+from hgrank_jax.rerank.constrained import CategoryState
 from hgrank_jax.rerank.constrained import ConstrainedLists
+from hgrank_jax.rerank.constrained import advance
+from hgrank_jax.rerank.constrained import allowed_picks
+from hgrank_jax.rerank.constrained import category_state
 from hgrank_jax.rerank.constrained import constrained
 from hgrank_jax.rerank.constrained import exact
 from hgrank_jax.rerank.constrained import infeasibility_reasons
@@ -25,7 +32,11 @@ from hgrank_jax.rerank.diversity import dpp_greedy
 from hgrank_jax.rerank.diversity import mmr
 
 __all__ = [
+    "CategoryState",
     "ConstrainedLists",
+    "advance",
+    "allowed_picks",
+    "category_state",
     "calibrated",
     "constrained",
     "coverage",

@@ -18,6 +18,11 @@ and summing to the r free slots exist iff ``lo <= hi`` and
 optimality with scipy's MILP solver (HiGHS) over item-by-position assignment
 variables; it measures the greedy's gap.
 
+The step rule is public for decoders that build a list position by position
+(Seq2Slate's greedy, beam and sampled decoding): :func:`category_state`
+starts a :class:`CategoryState`, :func:`allowed_picks` masks the candidates a
+position may take, :func:`advance` appends a pick.
+
 Infeasible constraints (minimums that need more slots or candidates than there
 are, caps that leave fewer than K slots) raise a ValueError naming the first
 offending list and category when the inputs are concrete, unless
@@ -102,32 +107,112 @@ def _completable(counts, available, last_category, run_length, free_slots, lo_bo
           & (lo.sum(-1) <= free_slots) & (hi.sum(-1) >= free_slots))
 
 
+class CategoryState(NamedTuple):
+  """What the constraint masks need to know about a partial list.
+
+  Leading axes ``[...]`` are the lists (any batch shape).
+
+  Attributes:
+    available: bool ``[..., n]`` valid candidates not yet picked.
+    counts: int32 ``[..., C]`` picks so far per category.
+    last_category: int32 ``[...]`` category of the last pick, -1 before any.
+    run_length: int32 ``[...]`` length of the run the list ends with.
+  """
+  available: jax.Array
+  counts: jax.Array
+  last_category: jax.Array
+  run_length: jax.Array
+
+
+def category_state(where, num_categories):
+  """The empty-list :class:`CategoryState` for validity mask ``where [..., n]``."""
+  where = jnp.asarray(where, bool)
+  batch = where.shape[:-1]
+  return CategoryState(where, jnp.zeros(batch + (num_categories,), jnp.int32),
+                       jnp.full(batch, -1, jnp.int32), jnp.zeros(batch, jnp.int32))
+
+
+def _allowed_one(state, categories, step, target_length, lo_bound, hi_bound, max_run):
+  num_categories = lo_bound.shape[-1]
+  one_hot = jax.nn.one_hot(categories, num_categories, dtype=jnp.int32)
+  available_counts = (one_hot * state.available[:, None]).sum(0)
+  ok_category = _completable(state.counts, available_counts, state.last_category,
+                             state.run_length, target_length - step - 1, lo_bound, hi_bound,
+                             max_run)
+  # Without a completable pick, fall back to one that only breaks no cap or run.
+  run_after = jnp.where(jnp.arange(num_categories) == state.last_category,
+                        state.run_length + 1, 1)
+  ok_local = (state.counts < hi_bound) & (run_after <= max_run)
+  completable = state.available & ok_category[categories]
+  allowed = jnp.where(jnp.any(completable), completable,
+                      state.available & ok_local[categories])
+  return allowed & (step < target_length)
+
+
+def allowed_picks(state, categories, step, target_length, lo_bound, hi_bound, *, max_run):
+  """Which candidates position ``step`` may take so the list stays completable.
+
+  The rule :func:`constrained` follows, for any decoder that builds a list one
+  position at a time (Seq2Slate's greedy, beam and sampled decoding use it):
+  a candidate is allowed iff picking it leaves some completion of the list to
+  ``target_length`` items within the min/max counts and the run length. When
+  no pick keeps the list completable (infeasible constraints) the picks that
+  break no cap or run are allowed instead, so a best-effort list still fills.
+
+  Args:
+    state: :class:`CategoryState` with leading axes ``[...]``.
+    categories: int ``[..., n]``.
+    step: int scalar, the position being filled (0-based).
+    target_length: int ``[...]``, the list length to reach, ``min(k, valid)``.
+    lo_bound, hi_bound: int ``[..., C]`` min and max counts.
+    max_run: int scalar, longest run of one category.
+
+  Returns:
+    bool ``[..., n]``; all False once ``step >= target_length`` or nothing
+    is left.
+  """
+  categories = jnp.asarray(categories, jnp.int32)
+  batch = categories.shape[:-1]
+  target_length = jnp.broadcast_to(jnp.asarray(target_length, jnp.int32), batch)
+  lo_bound = jnp.broadcast_to(jnp.asarray(lo_bound, jnp.int32), batch + state.counts.shape[-1:])
+  hi_bound = jnp.broadcast_to(jnp.asarray(hi_bound, jnp.int32), batch + state.counts.shape[-1:])
+
+  def one(available, counts, last, run, cat, target, lo, hi):
+    return _allowed_one(CategoryState(available, counts, last, run), cat, step, target, lo, hi,
+                        max_run)
+
+  return vmap_lists(one, batch, *state, categories, target_length, lo_bound, hi_bound)
+
+
+def advance(state, pick, take, categories):
+  """:class:`CategoryState` after appending ``pick [...]`` where ``take [...]``."""
+  pick = jnp.asarray(pick, jnp.int32)
+  safe = jnp.maximum(pick, 0)
+  category = jnp.take_along_axis(categories, safe[..., None], -1)[..., 0]
+  num_categories = state.counts.shape[-1]
+  counts = state.counts + jax.nn.one_hot(category, num_categories, dtype=jnp.int32) * take[
+      ..., None]
+  run = jnp.where(take, jnp.where(category == state.last_category, state.run_length + 1, 1),
+                  state.run_length)
+  last = jnp.where(take, category, state.last_category)
+  chosen = jax.nn.one_hot(safe, categories.shape[-1], dtype=bool) & take[..., None]
+  return CategoryState(state.available & ~chosen, counts, last.astype(jnp.int32),
+                       run.astype(jnp.int32))
+
+
 def _greedy_one(scores, categories, valid, lo_bound, hi_bound, *, k, max_run):
   num_categories = lo_bound.shape[0]
-  one_hot = jax.nn.one_hot(categories, num_categories, dtype=jnp.int32) * valid[:, None]
   target_length = jnp.minimum(k, valid.sum())
 
-  def step(carry, t):
-    available, counts, last_category, run_length = carry
-    available_counts = (one_hot * available[:, None]).sum(0)
-    ok_category = _completable(counts, available_counts, last_category, run_length,
-                               target_length - t - 1, lo_bound, hi_bound, max_run)
-    # Without a completable pick, fall back to one that only breaks no cap or run.
-    run_after = jnp.where(jnp.arange(num_categories) == last_category, run_length + 1, 1)
-    ok_local = (counts < hi_bound) & (run_after <= max_run)
-    completable = available & ok_category[categories]
-    allowed = jnp.where(jnp.any(completable), completable, available & ok_local[categories])
+  def step(state, t):
+    allowed = _allowed_one(state, categories, t, target_length, lo_bound, hi_bound, max_run)
     pick = jnp.argmax(jnp.where(allowed, finite_floor(scores), -jnp.inf))
-    take = jnp.any(allowed) & (t < target_length)
-    category = categories[pick]
-    counts = jnp.where(take, counts.at[category].add(1), counts)
-    run_length = jnp.where(take, jnp.where(category == last_category, run_length + 1, 1), run_length)
-    last_category = jnp.where(take, category, last_category)
-    available = available.at[pick].set(jnp.where(take, False, available[pick]))
-    return (available, counts, last_category, run_length), jnp.where(take, pick, -1)
+    take = jnp.any(allowed)
+    state = advance(state, pick, take, categories)
+    return state, jnp.where(take, pick, -1)
 
-  init = (valid, jnp.zeros((num_categories,), jnp.int32), jnp.array(-1), jnp.array(0))
-  (_, counts, _, _), picks = jax.lax.scan(step, init, jnp.arange(k))
+  state, picks = jax.lax.scan(step, category_state(valid, num_categories), jnp.arange(k))
+  counts = state.counts
   feasible = ((picks >= 0).sum() == target_length) & jnp.all(counts >= lo_bound) & jnp.all(
       counts <= hi_bound) & (_longest_run(picks, categories) <= max_run)
   return picks.astype(jnp.int32), feasible
