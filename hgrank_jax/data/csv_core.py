@@ -7,8 +7,10 @@ header with a trailing space (Taobao's ``user_profile.csv``), no header at all
 lists), Latin-1 titles. :func:`read_csv` handles all of them and returns numpy
 columns. Bad input is never dropped silently: a missing or empty file, a header
 without an expected column, a row with the wrong number of fields or a
-non-numeric value in an integer column raises :class:`CsvFormatError` naming the
-file, line and problem; with ``skip_malformed=True`` such rows are skipped and
+non-numeric (or beyond int64) value in an integer column, a header naming an
+expected column twice, or a quote that is never closed (which would fold the
+following rows into one field) raises :class:`CsvFormatError` naming the file,
+line and problem; with ``skip_malformed=True`` such rows are skipped and
 counted in a :class:`MalformedRows` report that the builders put in the
 dataset info.
 
@@ -62,13 +64,52 @@ class MalformedRows:
     return {name: dict(reasons) for name, reasons in sorted(self.counts.items())}
 
 
-def _split_lines(handle, delimiter: str, quoted: bool) -> Iterable[tuple[int, list[str]]]:
-  """Yields (1-based line number, fields) for every non-blank line."""
+class _LineTracker:
+  """Iterates a text handle's lines and remembers the last one (for truncation checks)."""
+
+  def __init__(self, handle):
+    self._handle = handle
+    self.last = ""
+
+  def __iter__(self):
+    for text in self._handle:
+      self.last = text
+      yield text
+
+
+def _split_lines(handle, delimiter: str, quoted: bool, path: pathlib.Path,
+                 skip_malformed: bool = False, report: "MalformedRows | None" = None
+                 ) -> Iterable[tuple[int, list[str]]]:
+  """Yields (1-based line number, fields) for every non-blank line.
+
+  In quoted mode a record that runs over several physical lines, or a file that
+  ends inside a quoted field, means an unclosed quote: the reader would
+  otherwise fold the following rows into one field and lose them silently. It
+  raises :class:`CsvFormatError` naming the lines, or with ``skip_malformed``
+  counts every swallowed line as an ``unclosed_quote`` row.
+  """
   if quoted:
-    reader = csv.reader(handle, delimiter=delimiter)
+    lines = _LineTracker(handle)
+    reader = csv.reader(lines, delimiter=delimiter)
     previous_line = 0
     for fields in reader:
       line, previous_line = previous_line + 1, reader.line_num
+      # An open quote folds lines into its field; at the end of the file the field
+      # it leaves open is the record's last one and ends with the line break.
+      spans = previous_line > line or (bool(fields) and fields[-1][-1:] in ("\n", "\r"))
+      at_eof_in_quote = (not lines.last.endswith(("\n", "\r"))
+                         and lines.last.count('"') % 2 == 1 and not spans)
+      if spans or at_eof_in_quote:
+        where = (f"lines {line}-{previous_line}" if previous_line > line else f"line {line}")
+        if skip_malformed:
+          for swallowed in range(line, previous_line + 1):
+            report.add(path.name, "unclosed_quote", swallowed)
+          continue
+        raise CsvFormatError(
+            f"{path}: {where}: a quoted field is never closed (unbalanced '\"'); the "
+            + ("following rows were folded into one field" if previous_line > line
+               else "file ends inside it")
+            + ". Fix the quoting or pass skip_malformed=True to skip and count these lines.")
       if fields:
         yield line, fields
   else:
@@ -93,7 +134,7 @@ def _convert(values: list[str], kind: str, column: str,
     for i, v in enumerate(values):
       try:
         out[i] = int(v.strip())
-      except ValueError:
+      except (ValueError, OverflowError):  # OverflowError: beyond int64
         bad[i] = True
     return out, bad
   if kind == FLOAT:
@@ -149,7 +190,7 @@ def read_csv(path: pathlib.Path | str, columns: Mapping[str, str], *,
   if not path.is_file():
     raise FileNotFoundError(f"{path}: file not found")
   with open(path, newline="" if quoted else None, encoding=encoding) as handle:
-    rows = _split_lines(handle, delimiter, quoted)
+    rows = _split_lines(handle, delimiter, quoted, path, skip_malformed, report)
     if has_header:
       first = next(rows, None)
       if first is None:
@@ -162,6 +203,10 @@ def read_csv(path: pathlib.Path | str, columns: Mapping[str, str], *,
     missing = [c for c in columns if c not in names]
     if missing:
       raise CsvFormatError(f"{path}: line 1: header {names} lacks the expected column(s) {missing}")
+    repeated = [c for c in columns if names.count(c) > 1]
+    if repeated:
+      raise CsvFormatError(f"{path}: line 1: header {names} names column(s) {repeated} more "
+                           "than once; which one to read is ambiguous")
     positions = [names.index(c) for c in columns]
     width = len(names)
     raw: list[list[str]] = [[] for _ in columns]
