@@ -4,6 +4,9 @@ A :class:`Dataset` is a name, a :class:`~hgrank_jax.data.features.FeatureSpec`,
 and per split a dict of equally long numpy columns. The bundled KuaiRand subset,
 the simulator and small official datasets all load into it; the in-memory
 batcher (:mod:`hgrank_jax.data.inmemory`) turns one split into device batches.
+Construction checks every split against the spec (ids inside the vocabulary,
+finite numbers and labels) and refuses an empty split, naming it, so a bad
+dataset fails when it is built rather than after a model has compiled.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ class Dataset:
   def __post_init__(self):
     for split, columns in self.splits.items():
       self.spec.validate(columns, where=f"{self.name}[{split}]")
+      if not len(columns[self.spec.label]):
+        raise ValueError(
+            f"{self.name}[{split}]: the split has no rows; training and evaluation need rows in "
+            f"every split ({ {s: len(c[self.spec.label]) for s, c in self.splits.items()} } rows "
+            "per split). Use more data, other split fractions, or drop the split.")
 
   def split(self, name: str) -> Mapping[str, np.ndarray]:
     """The columns of one split; a clear error names the splits that exist."""

@@ -153,8 +153,9 @@ class FeatureSpec:
     """Checks that concrete ``columns`` hold every field with consistent lengths and ranges.
 
     Raises:
-      ValueError: naming the first missing column, a length mismatch, or an id
-        outside ``[0, vocab_size)``.
+      ValueError: naming the first missing column, a length mismatch, an id
+        outside ``[0, vocab_size)``, or a NaN/inf in a numeric or label column
+        (with its row).
     """
     missing = [n for n in self.column_names if n not in columns]
     if missing:
@@ -173,6 +174,17 @@ class FeatureSpec:
       expected = (shape[0], f.dim) if f.dim > 1 else (shape[0],)
       if shape != expected:
         raise ValueError(f"{where}: numeric column {f.name!r} has shape {shape}, expected {expected}")
+    for name, kind in [(f.name, "numeric") for f in self.numeric] + [(n, "label") for n in self.labels]:
+      values = np.asarray(columns[name])
+      if values.dtype.kind not in "fc" or not values.size:
+        continue  # integer and boolean columns cannot hold NaN or inf
+      finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
+      if not finite.all():
+        row = int(np.argmin(finite))
+        raise ValueError(
+            f"{where}: {kind} column {name!r} has {int((~finite).sum())} row(s) with NaN or inf, "
+            f"first at row {row} ({values[row]!r}); fill or drop them before training (the "
+            "official readers map missing numbers to 0 and count them in info['unknown_values'])")
 
   def to_dict(self) -> dict[str, Any]:
     """A JSON-serialisable description (stored with checkpoints and results)."""
