@@ -12,6 +12,10 @@ streaming pipeline (hgrank_jax.data.pipeline), and the summary is read back
 from that build:
 
   python -m launch.data_stats --dataset kuairand:pure --manual_dir DIR --tfds_dir ~/tfds
+
+Bad input (missing files, a malformed row, an unknown dataset or view) ends the
+run with exit status 1 and one message naming the file, line or name, without
+a traceback.
 """
 
 import json
@@ -36,6 +40,17 @@ _SKIP_MALFORMED = flags.DEFINE_bool("skip_malformed", False,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    dataset = _load()
+  except (FileNotFoundError, ValueError) as e:  # CsvFormatError is a ValueError
+    # A user's input problem (missing files, a malformed row, a bad name): the
+    # message names what and where; a traceback would only bury it.
+    raise SystemExit(f"launch.data_stats: error: {e}") from e
+  _summarise(dataset)
+
+
+def _load():
+  """The dataset the flags name (prepared as TFDS first when --tfds_dir is given)."""
   kwargs = {}
   if _MANUAL_DIR.value is not None:
     kwargs["manual_dir"] = _MANUAL_DIR.value
@@ -52,6 +67,11 @@ def main(argv):
     dataset = tfds_builders.load_prepared(name, view, data_dir=_TFDS_DIR.value)
   else:
     dataset = load_dataset(_DATASET.value, seed=_SEED.value, **kwargs)
+  return dataset
+
+
+def _summarise(dataset):
+  """Prints (and with --json writes) the summary of ``dataset``."""
   per_split = split_stats(dataset)
   groups = user_activity_groups(dataset)
   print(f"# {dataset.name}")
