@@ -8,7 +8,9 @@ seeded permutation each epoch (or the natural order for evaluation), pads the
 last batch of an epoch with masked rows so every step has the same shape and no
 row is dropped or repeated, and can save and restore its position exactly.
 With a mesh, each batch is placed as a global array split over the ``data``
-axis.
+axis; in a multi-process run (``jax.distributed``) every process walks the same
+global permutation but gathers and transfers only the rows its own devices hold,
+so the global batches are those of a single-process run.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from hgrank_jax.train.sharding import batch_sharding, check_batch_divisible
+from hgrank_jax.train.sharding import (batch_sharding, check_batch_divisible, global_batch,
+                                       local_batch_slice)
 
 MASK = "mask"
 
@@ -73,6 +76,9 @@ class ArrayBatcher:
     self.seed = int(seed)
     self.num_epochs = num_epochs
     self.sharding = batch_sharding(mesh) if mesh is not None else None
+    self._local = None
+    if self.sharding is not None and jax.process_count() > 1:
+      self._local = local_batch_slice(self.sharding, self.global_batch_size)
     self.steps_per_epoch = -(-self.num_rows // self.global_batch_size)
     self._epoch = 0
     self._step_in_epoch = 0
@@ -133,13 +139,15 @@ class ArrayBatcher:
     if self.exhausted:
       raise StopIteration
     rows, valid = self.batch_indices(self._epoch, self._step_in_epoch)
+    if self._local is not None:  # several processes: gather only this process's rows
+      rows, valid = rows[self._local], valid[self._local]
     batch = {name: values[rows] for name, values in self.columns.items()}
     batch[MASK] = valid
     self._step_in_epoch += 1
     if self._step_in_epoch == self.steps_per_epoch:
       self._epoch, self._step_in_epoch = self._epoch + 1, 0
     if self.sharding is not None:
-      batch = jax.device_put(batch, self.sharding)
+      batch = global_batch(batch, self.sharding, self.global_batch_size)
     return batch
 
 

@@ -17,9 +17,9 @@ The generative model is described in docs/simulator.md; the pieces are:
 This module assembles them: :func:`make_dataset` returns the pointwise logs as a
 :class:`~hgrank_jax.data.dataset.Dataset` (split per user) plus their truth, and
 :func:`make_request_lists` returns the reranking benchmark. For sizes that do
-not fit in memory, feed :func:`iter_log_chunks` (one ``LogChunk.columns`` dict
-per chunk) to a writer; writing array_record shards is left to the offline
-TFDS builders.
+not fit in memory, :func:`write_blocks` streams :func:`iter_log_chunks` into
+array_record shards (:class:`~hgrank_jax.data.pipeline.BlockDatasetWriter`)
+one chunk at a time, for training with ``config.data_source = "streaming"``.
 
 >>> sim = make_dataset(config_for_view("tiny", seed=0))
 >>> sim.dataset.spec.labels, sim.dataset.num_rows("train") > 0
@@ -41,6 +41,8 @@ from hgrank_jax.data.sim_lists import (RequestLists, concat_lists, iter_list_chu
 from hgrank_jax.data.sim_logs import (LogChunk, concat_log_chunks, iter_log_chunks, log_chunk,
                                       num_chunks, retrieve_candidates)
 from hgrank_jax.data.sim_world import SimWorld, build_world, true_scores
+
+SPLIT_STREAM = 3  # the random streams of write_blocks' per-request split
 from hgrank_jax.data.splits import split_rows
 
 __all__ = [
@@ -173,3 +175,52 @@ def load(view: str = "small", *, seed: int = 0, **overrides) -> Dataset:
   """Registry loader: the pointwise logs of a named size; ``seed`` drives world and split."""
   return make_dataset(config_for_view(view, seed=seed, **overrides),
                       name=f"synthetic:{view}").dataset
+
+
+def write_blocks(config: SimulatorConfig, directory, *,
+                 fractions: Sequence[float] = (0.7, 0.1, 0.2), block_rows: int = 4096,
+                 blocks_per_shard: int = 256, progress=None) -> dict[str, Any]:
+  """Writes the logs of ``config`` as an array_record block dataset, in bounded memory.
+
+  One log chunk is generated, split and written at a time (memory: one chunk,
+  the world and one block per split). Unlike :func:`make_dataset`, which needs
+  every row of a user to split per user, rows are split per *request*: each
+  request goes to train/valid/test with probabilities ``fractions``, drawn from
+  the stream ``(seed, SPLIT_STREAM, chunk)``, so the result is deterministic.
+  Ground truth is not written. Open the result with
+  :func:`~hgrank_jax.data.pipeline.open_block_dataset`.
+
+  Args:
+    config: the simulator configuration (``num_requests`` x
+      ``impressions_per_request`` rows).
+    directory: output directory (must not hold a block dataset yet).
+    fractions: train, valid, test shares of requests.
+    block_rows: rows per array_record record.
+    blocks_per_shard: records per shard file.
+    progress: optional ``callable(rows_written)`` called after every chunk.
+
+  Returns:
+    The stored metadata (``blocks.json``): rows and blocks per split.
+  """
+  from hgrank_jax.data.pipeline import BlockDatasetWriter  # pylint: disable=g-import-not-at-top
+  if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+    raise ValueError(f"write_blocks: fractions must be 3 shares summing to 1, got {fractions}")
+  world = build_world(config)
+  info = {"source": "hgrank_jax.data.synthetic.write_blocks", "config": config.to_dict(),
+          "split_method": "per request", "fractions": list(fractions)}
+  writer = BlockDatasetWriter(directory, log_feature_spec(config), block_rows=block_rows,
+                              blocks_per_shard=blocks_per_shard, info=info)
+  written = 0
+  edges = np.cumsum(fractions)[:-1]
+  for chunk in iter_log_chunks(world):
+    columns = chunk.columns
+    requests, first = np.unique(columns["request_id"], return_inverse=True)
+    draw = np.random.default_rng([config.seed, SPLIT_STREAM, chunk.index]).random(len(requests))
+    split_of_row = np.searchsorted(edges, draw, side="right")[first]
+    for index, split in enumerate(SPLITS):
+      rows = np.flatnonzero(split_of_row == index)
+      writer.write(split, {k: v[rows] for k, v in columns.items()})
+    written += chunk.num_rows
+    if progress is not None:
+      progress(written)
+  return writer.close()

@@ -5,10 +5,18 @@ state, best-on-validation weights, step, RNG) plus a JSON record of the loop
 state (data-iterator position, early-stopping state). ``workdir/config.json``
 records the config that created the workdir; resuming with a different config is
 refused, naming the keys that differ.
+
+Failures are reported before they cost anything: a workdir or checkpoint
+directory that cannot be written is refused before compilation, and a save that
+fails (a full disk, a quota, a vanished mount) raises :class:`CheckpointSaveError`
+naming the step and the last good checkpoint. orbax writes each checkpoint into
+a temporary directory and renames it when complete, so a failed or killed save
+never replaces the previous checkpoint, which stays restorable.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pathlib
@@ -32,23 +40,38 @@ def flatten_dict(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   return out
 
 
+def check_writable(directory: pathlib.Path, what: str) -> None:
+  """Raises PermissionError unless a file can be created (and removed) in ``directory``."""
+  probe = pathlib.Path(directory) / f".write_probe.{os.getpid()}"
+  try:
+    if not pathlib.Path(directory).is_dir():
+      raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(directory))
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as e:
+    raise PermissionError(
+        f"{what} {directory} is not writable ({e}); checkpoints could not be saved. Fix its "
+        f"permissions or choose another --workdir.") from e
+
+
 def prepare_workdir(workdir: str | os.PathLike, config_dict: Mapping[str, Any],
                     *, ignore_keys: tuple[str, ...] = ()) -> pathlib.Path:
   """Creates ``workdir`` (or checks an existing one) before any compilation.
 
   Raises:
-    PermissionError: the workdir cannot be created or written.
+    PermissionError: the workdir, or its existing checkpoint directory, cannot be
+      created or written.
     ValueError: the workdir was created by a different config (the message lists
       the differing keys, ignoring ``ignore_keys``).
   """
   path = pathlib.Path(workdir).expanduser().resolve()
   try:
     path.mkdir(parents=True, exist_ok=True)
-    probe = path / ".write_probe"
-    probe.write_text("ok")
-    probe.unlink()
   except OSError as e:
     raise PermissionError(f"workdir {path} is not writable: {e}") from e
+  check_writable(path, "workdir")
+  if (path / CHECKPOINT_DIR).exists():
+    check_writable(path / CHECKPOINT_DIR, "checkpoint directory")
   config_path = path / CONFIG_FILE
   current = json.loads(json.dumps(dict(config_dict), default=str))
   if config_path.exists():
@@ -63,25 +86,59 @@ def prepare_workdir(workdir: str | os.PathLike, config_dict: Mapping[str, Any],
           f"workdir {path} holds a run of a different config ({len(differing)} keys differ: "
           f"{details}). Use a new --workdir, or delete {path} to start over.")
   else:
-    config_path.write_text(json.dumps(current, indent=2, sort_keys=True))
+    # Written atomically: the processes of a multi-host run may all get here.
+    temporary = config_path.with_name(f".{CONFIG_FILE}.{os.getpid()}")
+    temporary.write_text(json.dumps(current, indent=2, sort_keys=True))
+    os.replace(temporary, config_path)
   return path
 
 
+class CheckpointSaveError(OSError):
+  """A checkpoint could not be written; the message names the step and the last good one."""
+
+
 class Checkpointer:
-  """Saves and restores (state pytree, loop-state JSON) pairs under ``workdir/checkpoints``."""
+  """Saves and restores (state pytree, loop-state JSON) pairs under ``workdir/checkpoints``.
+
+  In a multi-process run every process calls :meth:`save` and :meth:`restore`
+  (orbax coordinates them: each writes its shards, process 0 the metadata and
+  the JSON loop state, and the checkpoint is committed once all are done).
+  """
 
   def __init__(self, workdir: pathlib.Path, *, max_to_keep: int = 2):
+    if max_to_keep < 1:
+      raise ValueError(f"max_checkpoints must be >= 1, got {max_to_keep}")
+    self.directory = pathlib.Path(workdir) / CHECKPOINT_DIR
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-    self._manager = ocp.CheckpointManager(pathlib.Path(workdir) / CHECKPOINT_DIR, options=options)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
   def save(self, step: int, state: Any, loop_state: Mapping[str, Any]) -> None:
-    """Writes a checkpoint for ``step`` and waits until it is complete on disk."""
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(dict(loop_state))), force=True)
-    self._manager.wait_until_finished()
+    """Writes a checkpoint for ``step`` and waits until it is complete on disk.
+
+    Raises:
+      CheckpointSaveError: the write failed (e.g. ENOSPC); the previous
+        checkpoint is untouched and named in the message.
+    """
+    previous = self._manager.latest_step()
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(dict(loop_state))),
+                         force=True)
+      self._manager.wait_until_finished()
+    except OSError as e:
+      reason = "the disk is full" if e.errno == errno.ENOSPC else "the write failed"
+      last = (f"the last good checkpoint is step {previous} in {self.directory}; rerunning the "
+              "same command resumes from it" if previous is not None else
+              "there is no earlier checkpoint; a rerun starts from scratch")
+      raise CheckpointSaveError(
+          e.errno, f"could not save the checkpoint of step {step} ({reason}: {e}); {last} once "
+          "the problem is fixed.") from e
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
     """Restores ``step`` into arrays shaped and sharded like ``abstract_state``."""

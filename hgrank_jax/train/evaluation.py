@@ -3,20 +3,22 @@
 Every row is scored exactly once (the last batch is padded and its padding
 masked out), logits are gathered on the host and LogLoss, AUC and GAUC (grouped
 by the dataset's user field) are computed over the complete split, so the
-numbers do not depend on the batch size or the number of devices.
+numbers do not depend on the batch size or the number of devices. In a
+multi-process run each process scores its rows of every batch and the logits
+are gathered from all processes, so every process computes the same metrics.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-import jax
 import numpy as np
 from jax.sharding import Mesh
 
 from hgrank_jax import metrics as metrics_lib
 from hgrank_jax.data.features import FeatureSpec
 from hgrank_jax.data.inmemory import MASK, eval_batches
+from hgrank_jax.train.sharding import gather_to_host
 
 # Validation metrics early stopping may watch, and whether larger is better.
 METRIC_MODES = {"gauc": "max", "auc": "max", "logloss": "min"}
@@ -27,8 +29,8 @@ def predict_split(predict: Callable, params: Any, model_state: Any,
   """Logits ``[n]`` float32 for every row of ``columns``, in row order."""
   outputs = []
   for batch in eval_batches(columns, batch_size, mesh=mesh):
-    logits = np.asarray(jax.device_get(predict(params, model_state, batch)), np.float32)
-    outputs.append(logits[np.asarray(batch[MASK])])
+    logits = gather_to_host(predict(params, model_state, batch)).astype(np.float32)
+    outputs.append(logits[gather_to_host(batch[MASK])])
   return np.concatenate(outputs)
 
 

@@ -3,27 +3,37 @@
 Restore-or-init from the workdir, then train with a jit-compiled step over a
 device mesh, evaluate on validation every ``eval_every_steps``, keep the
 best-on-validation weights, stop early when the watched metric stops improving,
-checkpoint at every evaluation, and finally evaluate the best weights on the
-test split once. Rerunning the same command in the same workdir continues from
-the last checkpoint and ends with the same numbers as an uninterrupted run; a
-finished workdir returns its saved results without training again.
+checkpoint at every evaluation (and every ``checkpoint_every_steps``), and
+finally evaluate the best weights on the test split once. Rerunning the same
+command in the same workdir continues from the last checkpoint and ends with the
+same numbers as an uninterrupted run; a finished workdir returns its saved
+results without training again.
+
+Reliability: SIGTERM or SIGINT finishes the current step, saves a checkpoint and
+returns ``{"interrupted_at": step}`` (the launcher exits 0); after SIGKILL the
+next run resumes from the last checkpoint (:mod:`~hgrank_jax.train.preemption`).
+Data comes from memory (``config.data_source = "memory"``, the default) or is
+streamed from array_record blocks (``"streaming"`` with ``config.data_path``).
+In a multi-process run (:mod:`~hgrank_jax.train.distributed`) every process
+runs this function: each feeds its rows of every global batch, all save the
+checkpoint together, and only process 0 writes metrics, results and predictions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
-import pathlib
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hgrank_jax.data import ArrayBatcher, Dataset, load_dataset
+from hgrank_jax.data import ArrayBatcher, Dataset, FeatureSpec, load_dataset
 from hgrank_jax.train import checkpoint as ckpt_lib
+from hgrank_jax.train import preemption
 from hgrank_jax.train.early_stopping import EarlyStopping
 from hgrank_jax.train.evaluation import (METRIC_MODES, classification_metrics, evaluate_split,
                                          predict_split)
@@ -32,6 +42,7 @@ from hgrank_jax.train.state import Objective, init_train_state, make_optimizer
 from hgrank_jax.train.steps import make_predict_step, make_train_step
 from hgrank_jax.train.writers import MetricsWriter, Progress
 
+DATA_SOURCES = ("memory", "streaming")
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.npz"  # best-on-validation logits of the valid and test rows
 
@@ -49,6 +60,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if metric not in METRIC_MODES:
     raise ValueError(f"config.early_stopping.metric must be one of {sorted(METRIC_MODES)}, "
                      f"got {metric!r}")
+  if int(config.get("max_checkpoints", 2)) < 1:
+    raise ValueError(f"config.max_checkpoints must be >= 1, got {config.max_checkpoints}")
+  if int(config.get("checkpoint_every_steps", 0)) < 0:
+    raise ValueError("config.checkpoint_every_steps must be >= 0 (0: only at evaluations), got "
+                     f"{config.checkpoint_every_steps}")
+  source = config.get("data_source", "memory")
+  if source not in DATA_SOURCES:
+    raise ValueError(f"config.data_source must be one of {DATA_SOURCES}, got {source!r}")
+  if source == "streaming" and not config.get("data_path"):
+    raise ValueError("config.data_source='streaming' needs config.data_path: a block dataset "
+                     "directory (blocks.json) or a TFDS data_dir with config.dataset prepared")
 
 
 def _select_devices(config):
@@ -57,6 +79,62 @@ def _select_devices(config):
   if wanted < 0 or wanted > len(devices):
     raise ValueError(f"config.num_devices={wanted} but {len(devices)} devices are available")
   return devices[:wanted] if wanted else devices
+
+
+@dataclasses.dataclass
+class _Data:
+  """What the loop reads: the spec, a resumable train iterator, in-memory eval splits."""
+  spec: FeatureSpec
+  train: Iterator[dict[str, Any]]  # ArrayBatcher or StreamingBatcher (get_state/set_state)
+  example_batch: dict[str, Any]
+  valid: Mapping[str, np.ndarray]
+  test: Mapping[str, np.ndarray]
+
+
+def _open_data(config, dataset: Dataset | None, mesh) -> _Data:
+  """Memory: ArrayBatcher over a loaded Dataset. Streaming: StreamingBatcher over blocks.
+
+  Streaming reads ``config.data_path``: a block dataset (``blocks.json``, e.g.
+  :func:`hgrank_jax.data.synthetic.write_blocks`) or a TFDS ``data_dir`` where
+  ``config.dataset`` (an official dataset) was prepared. Each process reads only
+  its blocks of the train split (grain shard by process index); the valid and
+  test splits are read whole into memory for exact evaluation.
+  """
+  seed, batch_size = int(config.seed), int(config.batch_size)
+  if config.get("data_source", "memory") == "memory":
+    if dataset is None:
+      options = {"manual_dir": config.manual_dir} if config.get("manual_dir") else {}
+      dataset = load_dataset(config.dataset, seed=int(config.split_seed), **options)
+    train = ArrayBatcher(dataset.split("train"), batch_size, seed=seed, mesh=mesh)
+    example = next(ArrayBatcher(dataset.split("train"), batch_size, shuffle=False, mesh=mesh))
+    return _Data(dataset.spec, train, example, dataset.split("valid"), dataset.split("test"))
+  from hgrank_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  path = os.path.expanduser(str(config.data_path))
+  window = int(config.get("stream_window_blocks", 8))
+  if os.path.exists(os.path.join(path, pipeline.BLOCKS_METADATA)):
+    blocks = pipeline.open_block_dataset(path)
+    spec, source = blocks.spec, blocks.source("train")
+    valid, test = blocks.load_split("valid"), blocks.load_split("test")
+  else:
+    from hgrank_jax.data import registry, tfds_builders  # pylint: disable=g-import-not-at-top
+    name, view = registry.parse_dataset_name(config.dataset)
+    builder = tfds_builders.open_builder(name, view, data_dir=path)
+    spec = tfds_builders.spec_of(builder)
+    source = pipeline.BlockSource.from_tfds(builder, "train")
+    prepared = tfds_builders.load_prepared(name, view, data_dir=path)
+    valid, test = prepared.split("valid"), prepared.split("test")
+  train = pipeline.StreamingBatcher(source, batch_size, seed=seed, mesh=mesh, window_blocks=window)
+  example = next(pipeline.StreamingBatcher(source, batch_size, shuffle=False, mesh=mesh,
+                                           num_epochs=1, window_blocks=window))
+  return _Data(spec, train, example, valid, test)
+
+
+def _any_process(flag: bool) -> bool:
+  """True on every process when ``flag`` is True on any (all must stop at the same step)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
 def _mean_metrics(records: list[Mapping[str, Any]]) -> dict[str, float]:
@@ -71,19 +149,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
   Args:
     config: see ``configs/`` (``get_config``); validated before compiling.
+      Optional keys read here: ``checkpoint_every_steps`` (0: checkpoint at
+      evaluations only), ``max_checkpoints`` (default 2), ``data_source``
+      ("memory" or "streaming"), ``data_path``, ``stream_window_blocks``.
     workdir: directory for checkpoints, ``config.json``, ``metrics.jsonl``,
       ``results.json`` and ``predictions.npz`` (best-on-validation logits of the
       valid and test rows, in row order, for analyses such as Table 2).
     objective: overrides the objective built from ``config`` (tests, notebooks).
     dataset: overrides ``load_dataset(config.dataset, seed=config.split_seed)`` (with
-      ``manual_dir=config.manual_dir`` for official datasets).
+      ``manual_dir=config.manual_dir`` for official datasets); memory source only.
     stop_after_step: save a checkpoint after this step and return (a test hook
       that simulates an interruption).
 
   Returns:
     ``{"valid": {...}, "test": {...}, "best_step", "steps", "stopped_early"}``
     with the best-on-validation weights' metrics; or ``{"interrupted_at": step}``
-    when ``stop_after_step`` stopped the run.
+    when ``stop_after_step``, SIGTERM or SIGINT stopped the run after saving a
+    checkpoint of that step.
+
+  Raises:
+    PermissionError: the workdir or its checkpoint directory is not writable
+      (before compiling).
+    ckpt_lib.CheckpointSaveError: a checkpoint could not be written (e.g. a full
+      disk); the message names the step and the last good checkpoint.
+    FloatingPointError: a non-finite loss or gradient (the step is named).
   """
   validate_config(config)
   workdir = ckpt_lib.prepare_workdir(workdir, config.to_dict())
@@ -91,6 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   check_batch_divisible(config.batch_size, mesh)
   check_batch_divisible(config.eval_batch_size, mesh)
   is_chief = jax.process_index() == 0
+  log = print if is_chief else (lambda *args, **kwargs: None)
 
   results_path = workdir / RESULTS_FILE
   checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=int(config.get("max_checkpoints", 2)))
@@ -98,24 +188,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   if results_path.exists() and latest is not None:
     results = json.loads(results_path.read_text())
     if results.get("checkpoint_step") == latest:
-      print(f"{workdir} holds a finished run (step {latest}); returning its results.")
+      log(f"{workdir} holds a finished run (step {latest}); returning its results.")
       checkpointer.close()
       return results
 
-  if dataset is None:
-    options = {"manual_dir": config.manual_dir} if config.get("manual_dir") else {}
-    dataset = load_dataset(config.dataset, seed=int(config.split_seed), **options)
+  data = _open_data(config, dataset, mesh)
   if objective is None:
     from hgrank_jax.train.objectives import build_objective  # pylint: disable=g-import-not-at-top
-    objective = build_objective(config, dataset.spec)
+    objective = build_objective(config, data.spec)
   optimizer = make_optimizer(config)
-  train_batcher = ArrayBatcher(dataset.split("train"), config.batch_size, seed=int(config.seed),
-                               mesh=mesh)
-  example_batch = next(ArrayBatcher(dataset.split("train"), config.batch_size, shuffle=False,
-                                    mesh=mesh))
+  train_batcher = data.train
   rng = jax.random.PRNGKey(int(config.seed))
   init_fn = lambda key, batch: init_train_state(objective, optimizer, key, batch)
-  abstract_state = jax.eval_shape(init_fn, rng, example_batch)
+  abstract_state = jax.eval_shape(init_fn, rng, data.example_batch)
   replicated = replicated_sharding(mesh)
   state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
 
@@ -123,23 +208,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                         int(config.early_stopping.patience),
                         float(config.early_stopping.get("min_delta", 0.0)))
   if latest is None:
-    state = jax.jit(init_fn, out_shardings=state_sharding)(rng, example_batch)
-    print(f"Initialised {objective.name}: {_count_params(state['params']):,} parameters on "
-          f"{mesh.devices.size} device(s).")
+    state = jax.jit(init_fn, out_shardings=state_sharding)(rng, data.example_batch)
+    log(f"Initialised {objective.name}: {_count_params(state['params']):,} parameters on "
+        f"{mesh.devices.size} device(s) in {jax.process_count()} process(es).")
   else:
     target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
                           abstract_state)
     state, loop_state = checkpointer.restore(latest, target)
-    train_batcher.set_state(loop_state["data"])
+    data_state = dict(loop_state["data"])
+    if "process_index" in data_state:
+      # Process 0 wrote the JSON; the position (epoch, step) is the same on every
+      # process, the shard is each process's own.
+      data_state["process_index"] = jax.process_index()
+    train_batcher.set_state(data_state)
     early = EarlyStopping.from_dict(loop_state["early_stopping"])
-    print(f"Resumed {workdir} from step {latest}.")
+    log(f"Resumed {workdir} from step {latest}.")
 
   writer = MetricsWriter(workdir, resume_step=latest, enabled=is_chief)
   train_step = make_train_step(objective, optimizer, mesh, state_sharding)
   predict = make_predict_step(objective, mesh)
   total = int(config.num_train_steps)
+  checkpoint_every = int(config.get("checkpoint_every_steps", 0))
   step = int(jax.device_get(state["step"]))
-  progress = Progress(total, config.batch_size, start_step=step)
+  progress = Progress(total, config.batch_size, start_step=step, enabled=is_chief)
   pending: list[dict[str, Any]] = []
   last_saved = latest
 
@@ -148,7 +239,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
   def save():
     nonlocal last_saved
-    checkpointer.save(step, state, loop_state())
+    try:
+      checkpointer.save(step, state, loop_state())
+    except ckpt_lib.CheckpointSaveError:
+      checkpointer.close()
+      raise
     last_saved = step
 
   def flush_train_metrics():
@@ -165,53 +260,62 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     progress.report(step, summary["loss"])
     pending.clear()
 
-  while step < total and not early.stopped:
-    state, step_metrics = train_step(state, next(train_batcher))
-    step += 1
-    pending.append(step_metrics)
-    evaluate_now = step % config.eval_every_steps == 0 or step == total
-    if step % config.log_every_steps == 0 or evaluate_now or step == stop_after_step:
-      flush_train_metrics()
-    if evaluate_now:
-      valid = evaluate_split(predict, state["params"], state["model_state"],
-                             dataset.split("valid"), dataset.spec, config.eval_batch_size, mesh)
-      if early.update(valid[early.metric], step):
-        state["best_params"] = jax.tree.map(jnp.copy, state["params"])
-        state["best_model_state"] = jax.tree.map(jnp.copy, state["model_state"])
-      writer.write("eval", step, {**{f"valid_{k}": v for k, v in valid.items()},
-                                  "best_step": early.best_step,
-                                  f"best_valid_{early.metric}": early.best_value})
-      print(f"  eval step {step}: " + "  ".join(f"{k} {v:.5f}" for k, v in valid.items()
+  with preemption.PreemptionGuard() as guard:
+    while step < total and not early.stopped:
+      state, step_metrics = train_step(state, next(train_batcher))
+      step += 1
+      pending.append(step_metrics)
+      preemption.maybe_self_signal(step)  # a test hook; a no-op unless $HGRANK_SELF_SIGNAL
+      preempted = _any_process(guard.requested is not None)
+      stop_here = preempted or step == stop_after_step
+      evaluate_now = step % config.eval_every_steps == 0 or step == total
+      if step % config.log_every_steps == 0 or evaluate_now or stop_here:
+        flush_train_metrics()
+      if evaluate_now:
+        valid = evaluate_split(predict, state["params"], state["model_state"], data.valid,
+                               data.spec, config.eval_batch_size, mesh)
+        if early.update(valid[early.metric], step):
+          state["best_params"] = jax.tree.map(jnp.copy, state["params"])
+          state["best_model_state"] = jax.tree.map(jnp.copy, state["model_state"])
+        writer.write("eval", step, {**{f"valid_{k}": v for k, v in valid.items()},
+                                    "best_step": early.best_step,
+                                    f"best_valid_{early.metric}": early.best_value})
+        log(f"  eval step {step}: " + "  ".join(f"{k} {v:.5f}" for k, v in valid.items()
                                                 if isinstance(v, float))
             + f"  (best {early.metric} {early.best_value} at step {early.best_step})")
-      save()
-    if stop_after_step is not None and step == stop_after_step:
-      if last_saved != step:
         save()
-      checkpointer.close()
-      return {"interrupted_at": step}
+      elif checkpoint_every and step % checkpoint_every == 0:
+        save()
+      if stop_here:
+        if last_saved != step:
+          save()
+        checkpointer.close()
+        if preempted:
+          log(f"Interrupted by {guard.requested or 'another process'} at step {step}: saved a "
+              f"checkpoint in {workdir}. Rerun the same command to resume.", flush=True)
+        return {"interrupted_at": step}
 
-  if last_saved != step:
-    save()
-  results = {"best_step": early.best_step, "steps": step, "stopped_early": early.stopped,
-             "checkpoint_step": step, "watched_metric": early.metric}
-  predictions = {}
-  for split in ("valid", "test"):
-    columns = dataset.split(split)
-    predictions[split] = predict_split(predict, state["best_params"], state["best_model_state"],
-                                       columns, config.eval_batch_size, mesh)
-    groups = columns[dataset.spec.user_field] if dataset.spec.user_field else None
-    results[split] = classification_metrics(predictions[split], columns[dataset.spec.label], groups)
-  if is_chief:
-    np.savez_compressed(workdir / PREDICTIONS_FILE, **predictions)
-  writer.write("final", step, {f"{s}_{k}": v for s in ("valid", "test")
-                               for k, v in results[s].items()})
-  if is_chief:
-    results_path.write_text(json.dumps(results, indent=2))
-  checkpointer.close()
-  print(f"Best step {early.best_step}: test " + "  ".join(
-      f"{k} {v:.5f}" for k, v in results["test"].items() if isinstance(v, float)))
-  return results
+    if last_saved != step:
+      save()
+    results = {"best_step": early.best_step, "steps": step, "stopped_early": early.stopped,
+               "checkpoint_step": step, "watched_metric": early.metric}
+    predictions = {}
+    for split, columns in (("valid", data.valid), ("test", data.test)):
+      predictions[split] = predict_split(predict, state["best_params"], state["best_model_state"],
+                                         columns, config.eval_batch_size, mesh)
+      groups = columns[data.spec.user_field] if data.spec.user_field else None
+      results[split] = classification_metrics(predictions[split], columns[data.spec.label],
+                                              groups)
+    if is_chief:
+      np.savez_compressed(workdir / PREDICTIONS_FILE, **predictions)
+    writer.write("final", step, {f"{s}_{k}": v for s in ("valid", "test")
+                                 for k, v in results[s].items()})
+    if is_chief:
+      results_path.write_text(json.dumps(results, indent=2))
+    checkpointer.close()
+    log(f"Best step {early.best_step}: test " + "  ".join(
+        f"{k} {v:.5f}" for k, v in results["test"].items() if isinstance(v, float)))
+    return results
 
 
 def _count_params(params) -> int:

@@ -4,11 +4,16 @@ Data parallelism uses one mesh axis, ``data``: batches are split along their
 leading axis over every device, parameters and other state are replicated.
 It replaces the older per-device mapping API, which is in maintenance mode in
 current JAX; the same code runs on 1 CPU, 8 fake CPU devices, a GPU or a TPU host.
+
+With several processes (``jax.distributed``), the mesh spans every process's
+devices; each process feeds only the rows of a global batch that its own devices
+hold (:func:`local_batch_slice`, :func:`global_batch`) and host-side results
+are gathered from all processes (:func:`gather_to_host`).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import jax
 import numpy as np
@@ -33,6 +38,39 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def replicated_sharding(mesh: Mesh) -> NamedSharding:
   """A full copy on every device (parameters, optimizer and RVQ state)."""
   return NamedSharding(mesh, PartitionSpec())
+
+
+def local_batch_slice(sharding: NamedSharding, global_batch_size: int) -> slice:
+  """The rows ``[start, stop)`` of a global batch that this process's devices hold.
+
+  With one process this is the whole batch. With several, each process feeds
+  only its rows (``jax.make_array_from_process_local_data``); on a mesh built
+  from ``jax.devices()`` they are one contiguous range per process.
+  """
+  indices = sharding.addressable_devices_indices_map((global_batch_size,))
+  ranges = sorted({(idx[0].start or 0, global_batch_size if idx[0].stop is None else idx[0].stop)
+                   for idx in indices.values()})
+  if any(a[1] != b[0] for a, b in zip(ranges, ranges[1:])):
+    raise ValueError("this process's devices hold a non-contiguous part of the batch; build the "
+                     "mesh from jax.devices() in their default order")
+  return slice(ranges[0][0], ranges[-1][1])
+
+
+def global_batch(local: Mapping[str, np.ndarray], sharding: NamedSharding,
+                 global_batch_size: int) -> dict[str, jax.Array]:
+  """Assembles each process's rows (``local_batch_slice``) into global arrays."""
+  if jax.process_count() == 1:
+    return jax.device_put(dict(local), sharding)  # one batched transfer
+  return {k: jax.make_array_from_process_local_data(
+      sharding, np.asarray(v), (global_batch_size,) + np.shape(v)[1:]) for k, v in local.items()}
+
+
+def gather_to_host(x: jax.Array) -> np.ndarray:
+  """The full value of a (possibly multi-process) array on every host, as numpy."""
+  if jax.process_count() == 1 or x.is_fully_addressable or x.is_fully_replicated:
+    return np.asarray(jax.device_get(x))
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def check_batch_divisible(global_batch_size: int, mesh: Mesh) -> None:

@@ -2,7 +2,8 @@
 
 One JSON object per line, each with a ``kind`` ("train" for logging steps,
 "eval" for validation evaluations, "final" for the test evaluation of the
-best-on-validation parameters) and the ``step``. After a restart the lines
+best-on-validation parameters) and the ``step``. In a multi-process run only
+process 0 writes (the others hold the same numbers). After a restart the lines
 written past the restored step are dropped, so the evaluation records read as
 one uninterrupted run (a stop adds one train record at the step it stopped). (TensorBoard needs TensorFlow for its event writer, which is
 not a dependency; metrics.jsonl is the record.)
@@ -67,7 +68,9 @@ def read_metrics(workdir: pathlib.Path | str, kind: str | None = None) -> list[d
 class Progress:
   """A one-line console report: step, loss, examples/s and ETA."""
 
-  def __init__(self, total_steps: int, batch_size: int, *, start_step: int = 0, stream=sys.stdout):
+  def __init__(self, total_steps: int, batch_size: int, *, start_step: int = 0, stream=sys.stdout,
+               enabled: bool = True):
+    self.enabled = enabled  # False on every process but 0 of a multi-process run
     self.total_steps = total_steps
     self.batch_size = batch_size
     self.stream = stream
@@ -75,6 +78,8 @@ class Progress:
     self._last_time = time.perf_counter()
 
   def report(self, step: int, loss: float, extra: str = "") -> None:
+    if not self.enabled:
+      return
     now = time.perf_counter()
     steps = max(step - self._last_step, 1)
     seconds = max(now - self._last_time, 1e-9)
