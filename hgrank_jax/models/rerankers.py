@@ -31,6 +31,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hgrank_jax.rerank.constrained import advance, allowed_picks, category_state
+
 _MASKED = -1e9
 
 
@@ -149,49 +151,164 @@ class Seq2Slate(nn.Module):
       step_input = jnp.einsum("...n,...nh->...h", probabilities, states)
     return jnp.stack(rows, axis=-2)
 
-  def decode(self, features, initial_score, user, where, *, categories=None,
-             num_categories: Optional[int] = None, max_count=None, max_run: Optional[int] = None):
-    """Greedy decoding with hard masks: int32 ``[B, k]``, ``-1`` when nothing is allowed.
+  def _constraints(self, where, categories, num_categories, min_count, max_count, max_run):
+    """Constraint spec of the masked decoders, or None without categories."""
+    if categories is None:
+      return None
+    if num_categories is None:
+      raise ValueError("constrained decoding needs num_categories with categories")
+    batch = where.shape[:-1]
+    shape = batch + (num_categories,)
+    lo = jnp.broadcast_to(jnp.asarray(0 if min_count is None else min_count, jnp.int32), shape)
+    hi = jnp.broadcast_to(jnp.asarray(self.list_length if max_count is None else max_count,
+                                      jnp.int32), shape)
+    return {"categories": jnp.asarray(categories, jnp.int32), "lo": lo, "hi": hi,
+            "max_run": self.list_length if max_run is None else max_run,
+            "num_categories": num_categories}
 
-    Args:
-      features, initial_score, user, where: the model inputs.
-      categories: optional int ``[B, n]``; needed for the constraint masks.
-      num_categories: static int C with ``categories``.
-      max_count: optional int, scalar or ``[C]``: a category at its cap is masked.
-      max_run: optional int: a category that would extend a run past it is masked.
+  def _rollout(self, features, initial_score, user, where, spec, choose):
+    """Builds lists position by position; ``choose(t, log_probs, allowed) -> pick``.
+
+    Returns int32 ``[B, k]`` picks (``-1`` where nothing is allowed) and the
+    float32 ``[B]`` log-probability of the list under the masked policy.
     """
     states = self.encoder(features, initial_score, user, where)
     keys = self.key_proj(states)
     batch = states.shape[:-2]
     carry = jnp.zeros(batch + (self.hidden,))
     step_input = jnp.broadcast_to(self.start, batch + (self.hidden,))
-    available = where
-    constrained = categories is not None
-    if constrained:
-      one_hot = jax.nn.one_hot(categories, num_categories, dtype=jnp.int32)
-      counts = jnp.zeros(batch + (num_categories,), jnp.int32)
-      last = jnp.full(batch, -1)
-      run = jnp.zeros(batch, jnp.int32)
-    picks = []
-    for _ in range(self.list_length):
+    target = jnp.minimum(self.list_length, where.sum(-1))
+    state = category_state(where, 1 if spec is None else spec["num_categories"])
+    picks, log_prob = [], jnp.zeros(batch)
+    for t in range(self.list_length):
       carry, _ = self.cell(carry, step_input)
-      allowed = available
-      if constrained:
-        if max_count is not None:
-          at_cap = counts >= jnp.asarray(max_count)
-          allowed &= ~jnp.einsum("...nc,...c->...n", one_hot, at_cap.astype(jnp.int32)).astype(bool)
-        if max_run is not None:
-          allowed &= ~((categories == last[..., None]) & (run[..., None] >= max_run))
-      logits = jnp.where(allowed, self._logits(states, keys, carry), -jnp.inf)
-      pick = jnp.argmax(logits, axis=-1)
+      allowed = self._allowed(state, spec, t, target)
+      # A finite mask value keeps log-probabilities (and their gradients) finite
+      # on lists with nothing left to pick.
+      log_probs = jax.nn.log_softmax(
+          jnp.where(allowed, self._logits(states, keys, carry), _MASKED), axis=-1)
+      pick = choose(t, log_probs, allowed)
       take = jnp.any(allowed, axis=-1)
-      chosen = jax.nn.one_hot(pick, where.shape[-1], dtype=bool) & take[..., None]
-      available = available & ~chosen
-      if constrained:
-        category = jnp.take_along_axis(categories, pick[..., None], -1)[..., 0]
-        counts = counts + one_hot[jnp.arange(pick.shape[0]), pick] * take[..., None]
-        run = jnp.where(take, jnp.where(category == last, run + 1, 1), run)
-        last = jnp.where(take, category, last)
+      chosen_log_prob = jnp.take_along_axis(log_probs, jnp.maximum(pick, 0)[..., None], -1)[..., 0]
+      log_prob = log_prob + jnp.where(take, chosen_log_prob, 0.0)
+      state = self._advance(state, spec, pick, take)
       picks.append(jnp.where(take, pick, -1))
-      step_input = jnp.take_along_axis(states, pick[..., None, None], axis=-2)[..., 0, :]
-    return jnp.stack(picks, axis=-1).astype(jnp.int32)
+      step_input = jnp.take_along_axis(states, jnp.maximum(pick, 0)[..., None, None],
+                                       axis=-2)[..., 0, :]
+    return jnp.stack(picks, axis=-1).astype(jnp.int32), log_prob
+
+  @staticmethod
+  def _allowed(state, spec, step, target):
+    if spec is None:
+      return state.available & (step < target)[..., None]
+    return allowed_picks(state, spec["categories"], step, target, spec["lo"],
+                                     spec["hi"], max_run=spec["max_run"])
+
+  @staticmethod
+  def _advance(state, spec, pick, take):
+    categories = (jnp.zeros(state.available.shape, jnp.int32) if spec is None
+                  else jnp.broadcast_to(spec["categories"], state.available.shape))
+    return advance(state, pick, take, categories)
+
+  def decode(self, features, initial_score, user, where, *, categories=None,
+             num_categories: Optional[int] = None, min_count=None, max_count=None,
+             max_run: Optional[int] = None, beam_width: int = 1, return_beams: bool = False):
+    """Greedy or beam decoding with hard masks: int32 ``[B, k]``, ``-1`` when nothing is allowed.
+
+    Chosen candidates are always masked. With ``categories`` every position
+    is also restricted to :func:`hgrank_jax.rerank.constrained.allowed_picks`
+    (the constrained greedy's own rule), so the list honours ``min_count``,
+    ``max_count`` and ``max_run`` whenever a feasible list exists.
+
+    Args:
+      features, initial_score, user, where: the model inputs.
+      categories: optional int ``[B, n]``; needed for the constraint masks.
+      num_categories: static int C with ``categories``.
+      min_count, max_count: optional int, scalar, ``[C]`` or ``[B, C]``.
+      max_run: optional static int, longest run of one category.
+      beam_width: static int; 1 is greedy, W > 1 keeps the W most likely
+        partial lists (sum of masked log-probabilities) at every position.
+      return_beams: with ``beam_width``, also return every beam.
+
+    Returns:
+      int32 ``[B, k]``, the most likely list found; with ``return_beams`` the
+      tuple ``(beams int32 [B, W, k], log_probs float32 [B, W])`` sorted best
+      first (a beam that could not be filled has log-probability ``-inf``).
+    """
+    spec = self._constraints(where, categories, num_categories, min_count, max_count, max_run)
+    if beam_width == 1 and not return_beams:
+      greedy = lambda t, log_probs, allowed: jnp.argmax(  # noqa: E731
+          jnp.where(allowed, log_probs, -jnp.inf), axis=-1)
+      return self._rollout(features, initial_score, user, where, spec, greedy)[0]
+    beams, scores = self._beam(features, initial_score, user, where, spec, beam_width)
+    return (beams, scores) if return_beams else beams[..., 0, :]
+
+  def sample(self, features, initial_score, user, where, *, key, categories=None,
+             num_categories: Optional[int] = None, min_count=None, max_count=None,
+             max_run: Optional[int] = None):
+    """Samples lists from the masked policy: ``(int32 [B, k], log_prob float32 [B])``.
+
+    The log-probability is differentiable in the parameters (REINFORCE); the
+    masks are those of :meth:`decode`.
+    """
+    spec = self._constraints(where, categories, num_categories, min_count, max_count, max_run)
+    step_keys = jax.random.split(key, self.list_length)
+
+    def draw(t, log_probs, allowed):
+      masked = jnp.where(allowed, log_probs, -jnp.inf)
+      safe = jnp.where(jnp.any(allowed, -1, keepdims=True), masked, 0.0)
+      return jax.random.categorical(step_keys[t], safe, axis=-1)
+
+    return self._rollout(features, initial_score, user, where, spec, draw)
+
+  def log_prob(self, features, initial_score, user, where, picks, *, categories=None,
+               num_categories: Optional[int] = None, min_count=None, max_count=None,
+               max_run: Optional[int] = None):
+    """Log-probability float32 ``[B]`` of given lists ``picks [B, k]`` under the masked policy."""
+    spec = self._constraints(where, categories, num_categories, min_count, max_count, max_run)
+    return self._rollout(features, initial_score, user, where, spec,
+                         lambda t, log_probs, allowed: picks[..., t])[1]
+
+  def _beam(self, features, initial_score, user, where, spec, width):
+    states = self.encoder(features, initial_score, user, where)
+    keys = self.key_proj(states)
+    batch, n = states.shape[:-2], states.shape[-2]
+    tile = lambda x: jnp.broadcast_to(x[..., None, :, :] if x.ndim == len(batch) + 2  # noqa: E731
+                                      else x[..., None, :], x.shape[:len(batch)] + (width,)
+                                      + x.shape[len(batch):])
+    states_w, keys_w = tile(states), tile(keys)
+    if spec is not None:
+      spec = dict(spec, categories=tile(spec["categories"]), lo=tile(spec["lo"]),
+                  hi=tile(spec["hi"]))
+    target = jnp.broadcast_to(jnp.minimum(self.list_length, where.sum(-1))[..., None],
+                              batch + (width,))
+    carry = jnp.zeros(batch + (width, self.hidden))
+    step_input = jnp.broadcast_to(self.start, batch + (width, self.hidden))
+    state = category_state(tile(where),
+                                       1 if spec is None else spec["num_categories"])
+    # Only beam 0 is live at the start, so the first expansion has no duplicates.
+    score = jnp.where(jnp.arange(width) == 0, 0.0, -jnp.inf) * jnp.ones(batch + (width,))
+    picks = jnp.full(batch + (width, self.list_length), -1, jnp.int32)
+    for t in range(self.list_length):
+      carry, _ = self.cell(carry, step_input)
+      allowed = self._allowed(state, spec, t, target)
+      log_probs = jax.nn.log_softmax(
+          jnp.where(allowed, self._logits(states_w, keys_w, carry), _MASKED), axis=-1)
+      any_allowed = jnp.any(allowed, axis=-1)
+      # Option n is "leave the slot empty", open only to a beam with no allowed item.
+      options = jnp.concatenate([jnp.where(allowed, log_probs, -jnp.inf),
+                                 jnp.where(any_allowed, -jnp.inf, 0.0)[..., None]], -1)
+      total = (score[..., None] + options).reshape(batch + (width * (n + 1),))
+      score, flat = jax.lax.top_k(total, width)
+      parent, item = flat // (n + 1), flat % (n + 1)
+      take = (item < n) & jnp.isfinite(score)
+      pick = jnp.where(take, item, -1)
+      gather = lambda x: jnp.take_along_axis(  # noqa: E731
+          x, parent.reshape(parent.shape + (1,) * (x.ndim - parent.ndim)), axis=len(batch))
+      carry, picks = gather(carry), gather(picks)
+      state = jax.tree_util.tree_map(gather, state)
+      state = self._advance(state, spec, pick, take)
+      picks = picks.at[..., t].set(pick)
+      step_input = jnp.take_along_axis(states_w, jnp.maximum(pick, 0)[..., None, None],
+                                       axis=-2)[..., 0, :]
+    return picks, score

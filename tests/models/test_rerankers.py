@@ -1,5 +1,7 @@
 """PRM and Seq2Slate: shapes, masking, equivariance, decoding rules, a short training run."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,6 +74,122 @@ def test_seq2slate_soft_pointer_and_decoding_rules():
     assert np.bincount(chosen, minlength=C).max() <= 2
     assert (chosen[1:] != chosen[:-1]).all()
     assert len(set(row[row >= 0])) == (row >= 0).sum()
+
+
+def _apply(model, params, *args, method, **kwargs):
+  """``model.apply`` under jit, keyword arguments (static sizes, masks) closed over."""
+  return jax.jit(lambda p, *a: model.apply(p, *a, method=method, **kwargs))(params, *args)
+
+
+def _satisfies(sequence, lo, hi, max_run):
+  counts = np.bincount(sequence, minlength=len(lo))
+  longest, run = 1, 1
+  for a, b in zip(sequence[:-1], sequence[1:]):
+    run = run + 1 if a == b else 1
+    longest = max(longest, run)
+  return bool((counts >= lo).all() and (counts <= hi).all() and longest <= max_run)
+
+
+@pytest.mark.slow
+def test_seq2slate_masked_decoding_honours_min_max_and_run_on_random_instances():
+  # Feasibility by brute force over every category sequence of length k; the
+  # greedy, beam and sampled decoders must all emit a valid list whenever one exists.
+  rng = np.random.default_rng(4)
+  lists, n, k, num_categories, max_run = 400, 10, 5, 3, 2
+  features = rng.normal(size=(lists, n, F)).astype(np.float32)
+  score = rng.normal(size=(lists, n)).astype(np.float32)
+  user = rng.normal(size=(lists, U)).astype(np.float32)
+  where = np.ones((lists, n), bool)
+  categories = rng.choice(num_categories, size=(lists, n), p=[0.6, 0.3, 0.1])
+  lo = rng.integers(0, 3, size=(lists, num_categories))
+  hi = np.maximum(lo, rng.integers(1, 5, size=(lists, num_categories)))
+  sequences = np.array(list(itertools.product(range(num_categories), repeat=k)))
+  runs_ok = np.array([_satisfies(q, np.zeros(num_categories), np.full(num_categories, k), max_run)
+                      for q in sequences])
+  seq_counts = np.stack([(sequences == c).sum(1) for c in range(num_categories)], 1)
+  available = np.stack([(categories == c).sum(1) for c in range(num_categories)], 1)
+  feasible = (((seq_counts[None] <= available[:, None]) & (seq_counts[None] >= lo[:, None])
+               & (seq_counts[None] <= hi[:, None])).all(-1) & runs_ok[None]).any(1)
+  assert 0.2 < feasible.mean() < 0.95
+  model = Seq2Slate(list_length=k, hidden=16, num_heads=2, num_layers=1, max_len=n)
+  params = model.init(jax.random.PRNGKey(0), features[:2], score[:2], user[:2], where[:2])
+  spec = dict(categories=categories, num_categories=num_categories, min_count=lo, max_count=hi,
+              max_run=max_run)
+  args = (features, score, user, where)
+  decoded = {
+      "greedy": _apply(model, params, *args, method=Seq2Slate.decode, **spec),
+      "beam": _apply(model, params, *args, method=Seq2Slate.decode, beam_width=3, **spec),
+      "sample": _apply(model, params, *args, method=Seq2Slate.sample, key=jax.random.PRNGKey(1),
+                            **spec)[0],
+  }
+  for name, lists_out in decoded.items():
+    lists_out = np.asarray(lists_out)
+    for b in np.nonzero(feasible)[0]:
+      row = lists_out[b]
+      assert (row >= 0).all() and len(set(row)) == k, (name, b)
+      assert _satisfies(categories[b, row], lo[b], hi[b], max_run), (name, b)
+
+
+def _tiny(seed, n=4):
+  rng = np.random.default_rng(seed)
+  return (rng.normal(size=(2, n, F)).astype(np.float32), rng.normal(size=(2, n)).astype(np.float32),
+          rng.normal(size=(2, U)).astype(np.float32), np.ones((2, n), bool))
+
+
+@pytest.mark.slow
+def test_beam_width_one_is_greedy_and_beams_never_repeat():
+  features, score, user, where = _inputs(5)
+  model = Seq2Slate(list_length=5, hidden=16, num_heads=2, num_layers=1, max_len=N)
+  params = model.init(jax.random.PRNGKey(2), features, score, user, where)
+  # Every list (also the 5 valid items of list 1) admits a full list under the quota.
+  categories = np.tile(np.arange(N) % C, (B, 1))
+  for spec in ({}, dict(categories=categories, num_categories=C, max_count=2, max_run=1)):
+    greedy = np.asarray(_apply(model, params, features, score, user, where,
+                                    method=Seq2Slate.decode, **spec))
+    beam_one = np.asarray(_apply(model, params, features, score, user, where, beam_width=1,
+                                      return_beams=True, method=Seq2Slate.decode, **spec)[0])
+    np.testing.assert_array_equal(beam_one[:, 0], greedy)
+    beams, scores = _apply(model, params, features, score, user, where, beam_width=4,
+                                return_beams=True, method=Seq2Slate.decode, **spec)
+    beams, scores = np.asarray(beams), np.asarray(scores)
+    assert (np.diff(scores, axis=-1) <= 1e-6).all()
+    for b in range(B):
+      live = [tuple(row) for row, s in zip(beams[b], scores[b]) if np.isfinite(s)]
+      assert len(set(live)) == len(live)               # distinct beams
+      for row in live:
+        picked = [i for i in row if i >= 0]
+        assert len(set(picked)) == len(picked) == min(5, where[b].sum())
+        assert where[b, picked].all()
+        if spec:
+          chosen = categories[b, picked]
+          assert np.bincount(chosen).max() <= 2 and (chosen[1:] != chosen[:-1]).all()
+    # A beam's score is its log-probability under teacher forcing.
+    teacher = np.asarray(_apply(model, params, features, score, user, where, beams[:, 0],
+                                     method=Seq2Slate.log_prob, **spec))
+    np.testing.assert_allclose(teacher, scores[:, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_exhaustive_beam_finds_the_most_likely_list_and_probabilities_sum_to_one():
+  features, score, user, where = _tiny(7)
+  model = Seq2Slate(list_length=3, hidden=16, num_heads=2, num_layers=1, max_len=4)
+  params = model.init(jax.random.PRNGKey(3), features, score, user, where)
+  categories = np.array([[0, 1, 2, 0], [0, 1, 1, 2]])   # both admit 3 distinct categories
+  perms = np.array(list(itertools.permutations(range(4), 3)))
+  repeat = lambda x: np.repeat(x, len(perms), axis=0)  # noqa: E731  list b, permutation p
+  for spec in ({}, dict(categories=categories, num_categories=3, max_count=1)):
+    rep_spec = dict(spec, categories=repeat(categories)) if spec else {}
+    log_probs = np.asarray(_apply(
+        model, params, repeat(features), repeat(score), repeat(user), repeat(where),
+        np.tile(perms, (2, 1)), method=Seq2Slate.log_prob, **rep_spec)).reshape(2, len(perms))
+    np.testing.assert_allclose(np.exp(log_probs).sum(1), 1.0, rtol=1e-4)
+    best = np.asarray(_apply(model, params, features, score, user, where, beam_width=len(perms),
+                                  method=Seq2Slate.decode, **spec))
+    np.testing.assert_array_equal(best, perms[np.argmax(log_probs, 1)])
+    if spec:   # lists breaking the cap get no mass
+      for b in range(2):
+        for p, lp in zip(perms, log_probs[b]):
+          if np.bincount(categories[b, p]).max() > 1:
+            assert np.exp(lp) < 1e-6
 
 
 def test_soft_list_loss_matches_hard_ndcg_on_a_hard_pointer():
