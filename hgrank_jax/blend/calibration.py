@@ -23,12 +23,18 @@ saved with orbax (:func:`save_params`, :func:`restore_params`). Methods:
 * ``bucketed``: equal-frequency buckets with a smoothed mean label each;
 * :func:`fit_conditional` / :func:`apply_conditional`: any of the above per
   user segment, falling back to the pooled fit for thin segments.
+
+Bad input: :func:`fit` checks concrete inputs eagerly (:func:`check_fit_inputs`
+raises on NaN/inf, labels outside [0, 1] or nothing to fit); inside jit, rows
+with a non-finite score, label or weight are left out of every fit rather than
+turning its parameters into NaN.
 """
 
 import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hgrank_jax.blend import pav
 
@@ -39,7 +45,53 @@ def _prepare(scores, labels, weights, where):
   weights = jnp.ones_like(scores) if weights is None else jnp.asarray(weights, scores.dtype)
   if where is not None:
     weights = jnp.where(where, weights, 0.0)
+  # Under jit nothing can raise: a row with a NaN/inf score, label or weight is
+  # left out (weight 0, finite placeholders) instead of turning the fit into NaN.
+  finite = jnp.isfinite(scores) & jnp.isfinite(labels) & jnp.isfinite(weights)
+  weights = jnp.where(finite, weights, 0.0)
+  scores, labels = jnp.where(finite, scores, 0.0), jnp.where(finite, labels, 0.0)
   return scores, labels, weights
+
+
+def check_fit_inputs(scores, labels=None, *, weights=None, where=None, what="calibration fit"):
+  """Eager checks of a fit's concrete inputs; tracers pass through unchecked.
+
+  Raises:
+    ValueError: a NaN/inf score, label or weight among the rows used, a label
+      outside [0, 1], a negative weight, mismatched shapes, or no row with
+      positive weight; the message gives the count and the first row index.
+  """
+  arrays = [scores, labels, weights, where]
+  if any(isinstance(x, jax.core.Tracer) for x in arrays):
+    return
+  scores = np.asarray(scores, np.float64)
+  used = np.ones(scores.shape, bool) if where is None else np.broadcast_to(
+      np.asarray(where, bool), scores.shape)
+  checks = [("score", scores)]
+  if labels is not None:
+    checks.append(("label", np.asarray(labels, np.float64)))
+  if weights is not None:
+    checks.append(("weight", np.asarray(weights, np.float64)))
+  for name, values in checks:
+    if values.shape != scores.shape:
+      raise ValueError(f"{what}: {name}s have shape {values.shape}, scores {scores.shape}")
+    bad = ~np.isfinite(values) & used
+    if bad.any():
+      raise ValueError(f"{what}: {int(bad.sum())} {name}(s) are NaN or inf among the rows used, "
+                       f"first at row {int(np.argmax(bad))}; fix them or leave those rows out "
+                       "with `where`")
+  if labels is not None:
+    label_values = np.asarray(labels, np.float64)
+    bad = ((label_values < 0) | (label_values > 1)) & used
+    if bad.any():
+      row = int(np.argmax(bad))
+      raise ValueError(f"{what}: {int(bad.sum())} label(s) outside [0, 1], first at row {row} "
+                       f"({label_values[row]})")
+  weight_values = np.ones(scores.shape) if weights is None else np.asarray(weights, np.float64)
+  if np.any((weight_values < 0) & used):
+    raise ValueError(f"{what}: negative weights")
+  if not np.any((weight_values > 0) & used):
+    raise ValueError(f"{what}: no row to fit (every row is masked out by `where` or has weight 0)")
 
 
 @functools.partial(jax.jit, static_argnames=("num_iterations",))
@@ -204,8 +256,16 @@ def _check_method(method):
 
 
 def fit(method, scores, labels, **options):
-  """Fits calibration ``method`` (a static string, see ``FIT``); returns params."""
+  """Fits calibration ``method`` (a static string, see ``FIT``); returns params.
+
+  With concrete inputs it first runs :func:`check_fit_inputs` and raises a
+  ``ValueError`` on NaN/inf values, labels outside [0, 1] or no usable row;
+  traced inputs are not checked and such rows are left out of the fit.
+  """
   _check_method(method)
+  check_fit_inputs(scores, labels if method != "quantile" else None,
+                   weights=options.get("weights"), where=options.get("where"),
+                   what=f"calibration.fit({method!r})")
   return FIT[method](scores, labels, **options)
 
 
@@ -215,8 +275,6 @@ def apply(method, params, scores):
   return APPLY[method](params, scores)
 
 
-@functools.partial(jax.jit, static_argnames=("method", "num_segments", "num_iterations",
-                                             "num_quantiles", "num_buckets"))
 def fit_conditional(method, scores, labels, segments, num_segments, *, weights=None, where=None,
                     min_weight=50.0, **options):
   """Fits ``method`` separately per segment (user group, scene), plus a pooled fit.
@@ -234,6 +292,25 @@ def fit_conditional(method, scores, labels, segments, num_segments, *, weights=N
     ``{"segment": params stacked on a leading [num_segments] axis,
     "pooled": params, "use_segment": bool [num_segments]}``.
   """
+  _check_method(method)
+  check_fit_inputs(scores, labels if method != "quantile" else None, weights=weights, where=where,
+                   what=f"calibration.fit_conditional({method!r})")
+  if not isinstance(segments, jax.core.Tracer):
+    segment_values = np.asarray(segments)
+    outside = (segment_values < 0) | (segment_values >= num_segments)
+    if outside.any():
+      row = int(np.argmax(outside))
+      raise ValueError(f"calibration.fit_conditional: {int(outside.sum())} segment id(s) outside "
+                       f"[0, {num_segments}), first at row {row} ({segment_values[row]}); they "
+                       "would be dropped from every segment's fit")
+  return _fit_conditional(method, scores, labels, segments, num_segments, weights=weights,
+                          where=where, min_weight=min_weight, **options)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "num_segments", "num_iterations",
+                                             "num_quantiles", "num_buckets"))
+def _fit_conditional(method, scores, labels, segments, num_segments, *, weights=None, where=None,
+                     min_weight=50.0, **options):
   _check_method(method)
   scores, labels, weights = _prepare(scores, labels, weights, where)
   segments = jnp.asarray(segments)
