@@ -118,6 +118,12 @@ def _open_data(config, dataset: Dataset | None, mesh) -> _Data:
   else:
     from hgrank_jax.data import registry, tfds_builders  # pylint: disable=g-import-not-at-top
     name, view = registry.parse_dataset_name(config.dataset)
+    if name not in tfds_builders.BUILDERS:
+      raise FileNotFoundError(
+          f"config.data_path={path} holds no block dataset ({pipeline.BLOCKS_METADATA} is "
+          f"missing) and config.dataset={config.dataset!r} is not an official dataset prepared "
+          "with TFDS; write blocks with hgrank_jax.data.synthetic.write_blocks or "
+          "hgrank_jax.data.pipeline.BlockDatasetWriter")
     builder = tfds_builders.open_builder(name, view, data_dir=path)
     spec = tfds_builders.spec_of(builder)
     source = pipeline.BlockSource.from_tfds(builder, "train")
