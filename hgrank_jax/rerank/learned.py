@@ -13,6 +13,13 @@ counts. ``lam`` is fixed or raised by dual ascent on the quota violation of
 the hard lists on validation requests. The true relevance enters only the
 loss; the model inputs are built by :func:`model_inputs` from
 ``RequestLists.inputs`` alone.
+
+:func:`train_reinforce` fine-tunes a Seq2Slate by policy gradient (REINFORCE,
+as in its paper): it samples lists from the constraint-masked policy, rewards
+each with the simulator's true list utility (diminishing returns for repeated
+categories included) and subtracts a leave-one-out baseline, the mean reward
+of the other samples of the same request. The utility is a reward only, never
+a model input.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hgrank_jax.data import list_utility
 from hgrank_jax.losses import quota_penalty
 from hgrank_jax.metrics import lists as list_metrics
 from hgrank_jax.models.rerankers import PRM, Seq2Slate
@@ -112,6 +120,10 @@ class TrainConfig:
   max_count: Optional[int] = None
   min_count: Optional[int] = None
   max_run: Optional[int] = None      # used by constrained decoding only
+  beam_width: int = 1                # Seq2Slate decoding: 1 greedy, > 1 beam search
+  reinforce_steps: int = 0           # Seq2Slate: policy-gradient steps after the soft loss
+  reinforce_samples: int = 8         # sampled lists per request and step
+  reinforce_learning_rate: float = 3e-4
 
 
 def build_model(config: TrainConfig, max_len: int):
@@ -134,28 +146,107 @@ def _pointer(model, config, params, batch):
   return model.apply(params, *args, temperature=1.0)
 
 
+def _constraint_kwargs(config, batch, num_categories):
+  return dict(categories=batch["categories"], num_categories=num_categories,
+              min_count=config.min_count, max_count=config.max_count, max_run=config.max_run)
+
+
 def predict(model, config: TrainConfig, params, batch, *, num_categories, constrain=False):
   """Hard final lists int32 ``[B, k]`` (``-1`` for unfilled slots).
 
   PRM takes the top k of its scores, or with ``constrain`` the constrained
-  greedy's list on its scores; Seq2Slate decodes greedily, with ``constrain``
-  masking categories at ``max_count`` or at ``max_run`` so no list breaks them.
+  greedy's list on its scores; Seq2Slate decodes greedily (``beam_width`` 1)
+  or by beam search, with ``constrain`` restricting every position to the
+  constrained greedy's feasible picks (min/max counts and run length), so no
+  list breaks them when a feasible list exists.
   """
   args = (batch["features"], batch["initial_score"], batch["user"], batch["where"])
   if config.model == "prm":
     scores = model.apply(params, *args)
     if constrain:
       return constrained(scores, batch["categories"], config.list_length,
-                         max_count=config.max_count, max_run=config.max_run,
-                         num_categories=num_categories, where=batch["where"]).indices
+                         min_count=config.min_count, max_count=config.max_count,
+                         max_run=config.max_run, num_categories=num_categories,
+                         where=batch["where"]).indices
     scores = jnp.where(batch["where"], scores, -jnp.inf)
     top_scores, top = jax.lax.top_k(scores, config.list_length)
     return jnp.where(jnp.isfinite(top_scores), top, -1).astype(jnp.int32)
-  if constrain:
-    return model.apply(params, *args, categories=batch["categories"],
-                       num_categories=num_categories, max_count=config.max_count,
-                       max_run=config.max_run, method=Seq2Slate.decode)
-  return model.apply(params, *args, method=Seq2Slate.decode)
+  kwargs = _constraint_kwargs(config, batch, num_categories) if constrain else {}
+  return model.apply(params, *args, beam_width=config.beam_width, method=Seq2Slate.decode,
+                     **kwargs)
+
+
+def train_reinforce(model, params, config: TrainConfig, train_inputs, train_relevance, *,
+                    position_bias, repeat_decay, key, num_categories, constrain=True,
+                    log=print):
+  """REINFORCE with a leave-one-out baseline on the true list utility (Seq2Slate).
+
+  Every step draws ``config.batch_size`` requests, samples
+  ``config.reinforce_samples`` lists per request from the masked policy
+  (:meth:`Seq2Slate.sample`, with the quota masks when ``constrain``), rewards
+  each with :func:`hgrank_jax.data.list_utility` under the simulator's truth
+  and ascends ``mean((R - b) grad log pi(list))``, ``b`` the mean reward of
+  the request's other samples.
+
+  Args:
+    model, params: a :class:`Seq2Slate` and its parameters (e.g. from
+      :func:`train_reranker`, or a fresh ``model.init``).
+    config: :class:`TrainConfig`; uses ``reinforce_steps``,
+      ``reinforce_samples``, ``reinforce_learning_rate``, ``batch_size`` and
+      the quota fields.
+    train_inputs: dict from :func:`model_inputs` (numpy).
+    train_relevance: float ``[R, n]`` true click probabilities (reward only).
+    position_bias: float ``[>= k]``; repeat_decay: float, the simulator's truth.
+    key: jax PRNG key (batches and samples).
+    num_categories: static int C.
+    constrain: sample under the quota masks.
+    log: callable for progress lines.
+
+  Returns:
+    ``(params, history)``, history the mean sampled reward every 10% of steps.
+  """
+  if config.model != "seq2slate":
+    raise ValueError("REINFORCE trains a Seq2Slate")
+  optimizer = optax.adam(config.reinforce_learning_rate)
+  opt_state = optimizer.init(params)
+  samples = config.reinforce_samples
+  if samples < 2:
+    raise ValueError("the leave-one-out baseline needs reinforce_samples >= 2")
+  position_bias = jnp.asarray(position_bias, jnp.float32)
+
+  @jax.jit
+  def step(params, opt_state, batch, relevance, step_key):
+    tiled = {name: jnp.concatenate([value] * samples, 0) for name, value in batch.items()}
+    args = (tiled["features"], tiled["initial_score"], tiled["user"], tiled["where"])
+    kwargs = _constraint_kwargs(config, tiled, num_categories) if constrain else {}
+
+    def loss_fn(p):
+      lists, log_prob = model.apply(p, *args, key=step_key, method=Seq2Slate.sample, **kwargs)
+      reward = list_utility(lists, jnp.concatenate([relevance] * samples, 0),
+                            tiled["categories"], position_bias=position_bias,
+                            repeat_decay=repeat_decay).reshape(samples, -1)
+      baseline = (reward.sum(0, keepdims=True) - reward) / (samples - 1)
+      advantage = jax.lax.stop_gradient(reward - baseline).reshape(-1)
+      return -jnp.mean(advantage * log_prob), jnp.mean(reward)
+
+    (_, reward), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, reward
+
+  num_train = len(train_relevance)
+  history, rewards = [], []
+  every = max(1, config.reinforce_steps // 10)
+  for index in range(config.reinforce_steps):
+    key, rows_key, sample_key = jax.random.split(key, 3)
+    rows = np.asarray(jax.random.choice(rows_key, num_train, (config.batch_size,), replace=False))
+    batch = {name: value[rows] for name, value in train_inputs.items()}
+    params, opt_state, reward = step(params, opt_state, batch, train_relevance[rows], sample_key)
+    rewards.append(float(reward))
+    if (index + 1) % every == 0 or index + 1 == config.reinforce_steps:
+      history.append({"step": index + 1, "reward": float(np.mean(rewards))})
+      log(f"reinforce step {index + 1}: mean sampled utility {history[-1]['reward']:.4f}")
+      rewards = []
+  return params, history
 
 
 def train_reranker(config: TrainConfig, train_inputs, train_relevance, valid_inputs, *, key,
@@ -195,7 +286,8 @@ def train_reranker(config: TrainConfig, train_inputs, train_relevance, valid_inp
 
   @jax.jit
   def validation_violation(params):
-    lists = predict(model, config, params, valid_inputs, num_categories=num_categories)
+    greedy = dataclasses.replace(config, beam_width=1)
+    lists = predict(model, greedy, params, valid_inputs, num_categories=num_categories)
     return jnp.mean(list_metrics.quota_violation(lists, valid_inputs["categories"],
                                                  num_categories, **bounds))
 

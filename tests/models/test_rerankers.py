@@ -225,3 +225,34 @@ def test_short_training_beats_the_initial_order(model_name):
   utility = lists.true_utility(padded(final))[500:].mean()
   initial = lists.true_utility(padded(np.tile(np.arange(5), (200, 1))))[500:].mean()
   assert utility > initial
+
+
+@pytest.mark.slow
+def test_reinforce_on_true_utility_improves_on_its_start_and_the_initial_order():
+  lists = make_request_lists(SimulatorConfig(num_list_requests=700, num_requests=1000,
+                                             list_candidates=20, num_items=2000))
+  x = learned.model_inputs(lists.inputs, num_categories=20, num_business=4)
+  train = {name: value[:500] for name, value in x.items()}
+  valid = {name: value[500:] for name, value in x.items()}
+  config = learned.TrainConfig(model="seq2slate", list_length=5, hidden=32, num_layers=1,
+                               batch_size=32, reinforce_steps=100, reinforce_samples=8,
+                               reinforce_learning_rate=1e-3)
+  model = learned.build_model(config, 20)
+  params = model.init(jax.random.PRNGKey(0), *(train[name][:2] for name in
+                                                ("features", "initial_score", "user", "where")))
+  padded = lambda order: np.concatenate([np.zeros((500, 5), int), order])  # noqa: E731
+  decode = jax.jit(lambda p: learned.predict(model, config, p, valid, num_categories=20))
+
+  def utility(order):
+    return lists.true_utility(padded(np.asarray(order)))[500:].mean()
+
+  start = utility(decode(params))
+  # Unconstrained sampling: any gain is learned from the reward, not from a quota mask.
+  params, history = learned.train_reinforce(
+      model, params, config, train, lists.truth["relevance"][:500],
+      position_bias=lists.truth["position_bias"], repeat_decay=lists.truth["repeat_decay"],
+      key=jax.random.PRNGKey(1), num_categories=20, constrain=False, log=lambda _: None)
+  final = utility(decode(params))
+  assert history[-1]["reward"] > history[0]["reward"]
+  assert final > start + 0.1
+  assert final > utility(np.tile(np.arange(5), (200, 1)))
