@@ -159,7 +159,9 @@ def dpp_greedy(quality, embeddings, k, *, jitter=1e-6, epsilon=1e-9, where=None)
       # Row t of the incremental Cholesky factor for every candidate.
       row = (kernel_row(pick) - cholesky_rows.T @ cholesky_rows[:, pick]) / jnp.sqrt(
           jnp.maximum(schur[pick], epsilon))
-      cholesky_rows = jnp.where(take, cholesky_rows.at[t].set(row), cholesky_rows)
+      # Row t is written once (zeros when nothing was taken): a select over the
+      # whole [k, n] factor here would copy it at every step.
+      cholesky_rows = cholesky_rows.at[t].set(jnp.where(take, row, 0.0))
       schur = jnp.where(take, schur - row ** 2, schur)
       available = available.at[pick].set(jnp.where(take, False, available[pick]))
       return (available, cholesky_rows, schur, stopped | ~take), jnp.where(take, pick, -1)
