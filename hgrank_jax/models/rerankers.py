@@ -12,10 +12,17 @@ across it, so an item's new score can depend on what else is in the list:
   attending over the encoder states and masking what was already chosen.
   :meth:`Seq2Slate.__call__` returns a *soft* pointer matrix (each step's
   softmax over the candidates, with the mass already spent discounted), which
-  is differentiable end to end; :meth:`Seq2Slate.decode` decodes greedily with
-  hard masks, optionally also masking categories at their cap or that would
-  exceed a run length, so the learned model never emits a list that breaks
-  those constraints.
+  is differentiable end to end; :meth:`Seq2Slate.decode` decodes greedily or
+  by beam search with hard masks, optionally restricting every position to
+  the constrained greedy's feasible picks
+  (:func:`hgrank_jax.rerank.constrained.allowed_picks`: per-category minimum
+  and maximum counts and a run length), so the learned model never emits an
+  infeasible list when a feasible one exists; :meth:`Seq2Slate.sample` and
+  :meth:`Seq2Slate.log_prob` give the masked policy's lists and
+  log-probabilities for policy-gradient training.
+* :class:`ListEvaluator`: an order-aware value ``V(pi)`` of a whole final
+  list, the evaluator of the generator-evaluator reranker
+  (:mod:`hgrank_jax.rerank.generator_evaluator`).
 
 Inputs (batch ``B``, ``n`` candidates, ``F`` item features, ``U`` user
 features): ``features float [B, n, F]``, ``initial_score float [B, n]``,
@@ -178,7 +185,8 @@ class Seq2Slate(nn.Module):
     carry = jnp.zeros(batch + (self.hidden,))
     step_input = jnp.broadcast_to(self.start, batch + (self.hidden,))
     target = jnp.minimum(self.list_length, where.sum(-1))
-    state = category_state(where, 1 if spec is None else spec["num_categories"])
+    state = (category_state(where, jnp.zeros(where.shape, jnp.int32), 1) if spec is None
+             else category_state(where, spec["categories"], spec["num_categories"]))
     picks, log_prob = [], jnp.zeros(batch)
     for t in range(self.list_length):
       carry, _ = self.cell(carry, step_input)
@@ -284,8 +292,9 @@ class Seq2Slate(nn.Module):
                               batch + (width,))
     carry = jnp.zeros(batch + (width, self.hidden))
     step_input = jnp.broadcast_to(self.start, batch + (width, self.hidden))
-    state = category_state(tile(where),
-                                       1 if spec is None else spec["num_categories"])
+    state = (category_state(tile(where), jnp.zeros(tile(where).shape, jnp.int32), 1)
+             if spec is None else category_state(tile(where), spec["categories"],
+                                                 spec["num_categories"]))
     # Only beam 0 is live at the start, so the first expansion has no duplicates.
     score = jnp.where(jnp.arange(width) == 0, 0.0, -jnp.inf) * jnp.ones(batch + (width,))
     picks = jnp.full(batch + (width, self.list_length), -1, jnp.int32)
@@ -312,3 +321,53 @@ class Seq2Slate(nn.Module):
       step_input = jnp.take_along_axis(states_w, jnp.maximum(pick, 0)[..., None, None],
                                        axis=-2)[..., 0, :]
     return picks, score
+
+
+class ListEvaluator(nn.Module):
+  """Order-aware value ``V(pi)`` of whole final lists (generator-evaluator).
+
+  Each slot of a list is embedded from its item's features, initial score and
+  the user vector plus a position embedding; a transformer over the slots
+  (valid slots attend to each other, so the value can see repeated
+  categories and what comes before what) gives each slot a contribution and
+  ``V`` is their sum over the valid slots.
+
+  Attributes:
+    list_length: k, slots per list (size of the position table).
+    hidden, num_heads, num_layers: transformer width, heads and blocks.
+  """
+
+  list_length: int = 10
+  hidden: int = 32
+  num_heads: int = 4
+  num_layers: int = 1
+
+  @nn.compact
+  def __call__(self, features, initial_score, user, lists):
+    """Values float32 ``[B, M]`` of ``lists int [B, M, k]`` (``-1`` empty slots).
+
+    Args:
+      features: float ``[B, n, F]``; initial_score: float ``[B, n]``;
+      user: float ``[B, U]``: the request's model inputs.
+      lists: int ``[B, M, k]``, M candidate lists per request.
+    """
+    k = lists.shape[-1]
+    if k > self.list_length:
+      raise ValueError(f"lists of length {k} exceed list_length={self.list_length}")
+    filled = lists >= 0
+    slot = jnp.maximum(lists, 0)
+    items = jnp.concatenate([features, initial_score[..., None]], axis=-1)   # [B, n, F+1]
+    chosen = jnp.take_along_axis(items[:, None], slot[..., None], axis=-2)    # [B, M, k, F+1]
+    x = nn.Dense(self.hidden, name="slot_in")(chosen)
+    x = x + nn.Dense(self.hidden, name="user_in")(user)[:, None, None, :]
+    x = x + nn.Embed(self.list_length, self.hidden, name="position")(jnp.arange(k))
+    x = x * filled[..., None]
+    mask = nn.make_attention_mask(filled, filled)
+    for layer in range(self.num_layers):
+      x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads,
+                                              name=f"attention_{layer}")(nn.LayerNorm()(x),
+                                                                         mask=mask)
+      hidden = nn.gelu(nn.Dense(2 * self.hidden, name=f"mlp_in_{layer}")(nn.LayerNorm()(x)))
+      x = x + nn.Dense(self.hidden, name=f"mlp_out_{layer}")(hidden)
+    contribution = nn.Dense(1, name="value")(nn.LayerNorm(name="final_norm")(x))[..., 0]
+    return jnp.sum(jnp.where(filled, contribution, 0.0), axis=-1)

@@ -40,7 +40,7 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse
 
-from hgrank_jax.rerank._batch import valid_mask, vmap_lists
+from hgrank_jax.rerank._batch import CHUNK_SIZE, valid_mask, vmap_lists
 from hgrank_jax.rerank.diversity import finite_floor
 
 
@@ -117,26 +117,34 @@ class CategoryState(NamedTuple):
     counts: int32 ``[..., C]`` picks so far per category.
     last_category: int32 ``[...]`` category of the last pick, -1 before any.
     run_length: int32 ``[...]`` length of the run the list ends with.
+    remaining: int32 ``[..., C]`` available candidates per category.
   """
   available: jax.Array
   counts: jax.Array
   last_category: jax.Array
   run_length: jax.Array
+  remaining: jax.Array
 
 
-def category_state(where, num_categories):
-  """The empty-list :class:`CategoryState` for validity mask ``where [..., n]``."""
+def category_state(where, categories, num_categories):
+  """The empty-list :class:`CategoryState`.
+
+  Args:
+    where: bool ``[..., n]`` valid candidates.
+    categories: int ``[..., n]`` in ``[0, C)``.
+    num_categories: static int C.
+  """
   where = jnp.asarray(where, bool)
   batch = where.shape[:-1]
+  one_hot = jax.nn.one_hot(jnp.asarray(categories, jnp.int32), num_categories, dtype=jnp.int32)
+  remaining = jnp.sum(one_hot * where[..., None], axis=-2)
   return CategoryState(where, jnp.zeros(batch + (num_categories,), jnp.int32),
-                       jnp.full(batch, -1, jnp.int32), jnp.zeros(batch, jnp.int32))
+                       jnp.full(batch, -1, jnp.int32), jnp.zeros(batch, jnp.int32), remaining)
 
 
 def _allowed_one(state, categories, step, target_length, lo_bound, hi_bound, max_run):
   num_categories = lo_bound.shape[-1]
-  one_hot = jax.nn.one_hot(categories, num_categories, dtype=jnp.int32)
-  available_counts = (one_hot * state.available[:, None]).sum(0)
-  ok_category = _completable(state.counts, available_counts, state.last_category,
+  ok_category = _completable(state.counts, state.remaining, state.last_category,
                              state.run_length, target_length - step - 1, lo_bound, hi_bound,
                              max_run)
   # Without a completable pick, fall back to one that only breaks no cap or run.
@@ -177,9 +185,9 @@ def allowed_picks(state, categories, step, target_length, lo_bound, hi_bound, *,
   lo_bound = jnp.broadcast_to(jnp.asarray(lo_bound, jnp.int32), batch + state.counts.shape[-1:])
   hi_bound = jnp.broadcast_to(jnp.asarray(hi_bound, jnp.int32), batch + state.counts.shape[-1:])
 
-  def one(available, counts, last, run, cat, target, lo, hi):
-    return _allowed_one(CategoryState(available, counts, last, run), cat, step, target, lo, hi,
-                        max_run)
+  def one(available, counts, last, run, remaining, cat, target, lo, hi):
+    return _allowed_one(CategoryState(available, counts, last, run, remaining), cat, step,
+                        target, lo, hi, max_run)
 
   return vmap_lists(one, batch, *state, categories, target_length, lo_bound, hi_bound)
 
@@ -190,14 +198,14 @@ def advance(state, pick, take, categories):
   safe = jnp.maximum(pick, 0)
   category = jnp.take_along_axis(categories, safe[..., None], -1)[..., 0]
   num_categories = state.counts.shape[-1]
-  counts = state.counts + jax.nn.one_hot(category, num_categories, dtype=jnp.int32) * take[
-      ..., None]
+  added = jax.nn.one_hot(category, num_categories, dtype=jnp.int32) * take[..., None]
+  counts = state.counts + added
   run = jnp.where(take, jnp.where(category == state.last_category, state.run_length + 1, 1),
                   state.run_length)
   last = jnp.where(take, category, state.last_category)
   chosen = jax.nn.one_hot(safe, categories.shape[-1], dtype=bool) & take[..., None]
   return CategoryState(state.available & ~chosen, counts, last.astype(jnp.int32),
-                       run.astype(jnp.int32))
+                       run.astype(jnp.int32), state.remaining - added)
 
 
 def _greedy_one(scores, categories, valid, lo_bound, hi_bound, *, k, max_run):
@@ -211,7 +219,8 @@ def _greedy_one(scores, categories, valid, lo_bound, hi_bound, *, k, max_run):
     state = advance(state, pick, take, categories)
     return state, jnp.where(take, pick, -1)
 
-  state, picks = jax.lax.scan(step, category_state(valid, num_categories), jnp.arange(k))
+  state, picks = jax.lax.scan(step, category_state(valid, categories, num_categories),
+                              jnp.arange(k))
   counts = state.counts
   feasible = ((picks >= 0).sum() == target_length) & jnp.all(counts >= lo_bound) & jnp.all(
       counts <= hi_bound) & (_longest_run(picks, categories) <= max_run)
@@ -234,7 +243,7 @@ def _longest_run(picks, categories):
 def _constrained_jit(scores, categories, valid, lo, hi, *, k, num_categories, max_run):
   batch = scores.shape[:-1]
   one = functools.partial(_greedy_one, k=k, max_run=max_run)
-  return vmap_lists(one, batch, scores, categories, valid, lo, hi)
+  return vmap_lists(one, batch, scores, categories, valid, lo, hi, chunk_size=CHUNK_SIZE)
 
 
 def infeasibility_reasons(categories, k, *, min_count=None, max_count=None, max_run=None,

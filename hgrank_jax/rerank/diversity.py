@@ -23,7 +23,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from hgrank_jax.rerank._batch import valid_mask, vmap_lists
+from hgrank_jax.rerank._batch import CHUNK_SIZE, valid_mask, vmap_lists
 
 _NEG_INF = -jnp.inf
 
@@ -111,7 +111,8 @@ def mmr(relevance, embeddings, k, *, lam=0.5, where=None):
 
     return _greedy(gain, jnp.full((n,), _NEG_INF), update, ok, k)
 
-  return vmap_lists(one, batch, relevance, embeddings, valid)
+  return vmap_lists(one, batch, relevance, embeddings, valid,
+                    chunk_size=CHUNK_SIZE)
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -122,7 +123,9 @@ def dpp_greedy(quality, embeddings, k, *, jitter=1e-6, epsilon=1e-9, where=None)
   matrix, hence PSD; the jitter keeps it positive definite when the list is
   longer than the embedding rank. Position t takes the candidate maximising
   ``log det L_{S + i} - log det L_S = log d_i^2``, where ``d_i^2`` is the
-  Schur complement kept up to date in O(n t) per step. When the best ``d_i^2``
+  Schur complement kept up to date in O(n d) per step (the factor is kept
+  as a k x d Gram-Schmidt basis of the picks' feature rows, so no step costs
+  O(k n)). When the best ``d_i^2``
   drops to ``epsilon`` or below the kernel is singular on any larger set: the
   remaining slots hold ``-1`` (the algorithm's own stopping rule).
 
@@ -144,34 +147,36 @@ def dpp_greedy(quality, embeddings, k, *, jitter=1e-6, epsilon=1e-9, where=None)
   valid = valid_mask(where, quality.shape)
 
   def one(q, emb, ok):
-    unit = _unit_rows(emb)
-
-    # Kernel rows are built on demand, O(n d) per step, instead of the whole
-    # n x n kernel up front: k rows are all the algorithm ever reads.
-    def kernel_row(j):
-      return q[j] * q * (unit @ unit[j]) + jitter * (jnp.arange(n) == j)
+    # L = B B^T + jitter I with B = diag(q) U. Row t of the incremental
+    # Cholesky factor is c_t(i) = <B_i, v_t> for every still-available i, v_t
+    # the Gram-Schmidt residual of the new pick's B row against the earlier
+    # picks' (the jitter only touches picked items, so it enters through the
+    # Schur complement alone). Keeping the k x d basis instead of the k x n
+    # factor makes a step one n x d matrix-vector product and no O(k n) work.
+    factors = q[:, None] * _unit_rows(emb)
 
     def step(carry, t):
-      available, cholesky_rows, schur, stopped = carry
+      available, basis, schur, stopped = carry
       gain = jnp.where(available, schur, _NEG_INF)
       pick = jnp.argmax(gain)
       take = jnp.any(available) & ~stopped & (schur[pick] > epsilon)
-      # Row t of the incremental Cholesky factor for every candidate.
-      row = (kernel_row(pick) - cholesky_rows.T @ cholesky_rows[:, pick]) / jnp.sqrt(
-          jnp.maximum(schur[pick], epsilon))
-      # Row t is written once (zeros when nothing was taken): a select over the
-      # whole [k, n] factor here would copy it at every step.
-      cholesky_rows = cholesky_rows.at[t].set(jnp.where(take, row, 0.0))
-      schur = jnp.where(take, schur - row ** 2, schur)
+      picked = factors[pick]
+      residual = picked - basis.T @ (basis @ picked)      # rows >= t of basis are zero
+      direction = residual / jnp.sqrt(jnp.maximum(schur[pick], epsilon))
+      direction = jnp.where(take, direction, 0.0)
+      basis = basis.at[t].set(direction)
+      row = factors @ direction
+      schur = schur - row ** 2
       available = available.at[pick].set(jnp.where(take, False, available[pick]))
-      return (available, cholesky_rows, schur, stopped | ~take), jnp.where(take, pick, -1)
+      return (available, basis, schur, stopped | ~take), jnp.where(take, pick, -1)
 
-    diagonal = q ** 2 * jnp.sum(unit * unit, -1) + jitter
-    init = (ok, jnp.zeros((k, n), jnp.float32), diagonal, jnp.array(False))
+    diagonal = jnp.sum(factors * factors, -1) + jitter
+    init = (ok, jnp.zeros((k, factors.shape[-1]), jnp.float32), diagonal, jnp.array(False))
     _, picks = jax.lax.scan(step, init, jnp.arange(k))
     return picks.astype(jnp.int32)
 
-  return vmap_lists(one, batch, quality, embeddings, valid)
+  return vmap_lists(one, batch, quality, embeddings, valid,
+                    chunk_size=CHUNK_SIZE)
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -220,7 +225,8 @@ def calibrated(relevance, item_dist, target_dist, k, *, lam=0.5, alpha=0.01, whe
     return _greedy(gain, init, update, ok, k)
 
   target_dist = jnp.broadcast_to(target_dist, batch + item_dist.shape[-1:])
-  return vmap_lists(one, batch, relevance, item_dist, target_dist, valid)
+  return vmap_lists(one, batch, relevance, item_dist, target_dist, valid,
+                    chunk_size=CHUNK_SIZE)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "num_categories"))
@@ -265,4 +271,5 @@ def coverage(relevance, categories, k, *, weights=None, num_categories=None, whe
 
     return _greedy(gain, jnp.ones(w.shape, jnp.float32), update, ok, k)
 
-  return vmap_lists(one, batch, relevance, categories, weights, valid)
+  return vmap_lists(one, batch, relevance, categories, weights, valid,
+                    chunk_size=CHUNK_SIZE)

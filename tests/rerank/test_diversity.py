@@ -129,3 +129,22 @@ def test_non_finite_gains_never_pick_a_masked_item():
               rerank.constrained(relevance, np.zeros((1, 4), int), 3, where=where).indices):
     got = np.asarray(got)[0]
     assert sorted(got[:2]) == [1, 2] and got[2] == -1
+
+
+def test_chunked_batches_equal_list_by_list():
+  # 70 lists run in chunks of 32 (the last one partial); each list must get
+  # exactly what it gets alone.
+  relevance, embeddings, categories, where = _random_lists(8, lists=70)
+  cases = {
+      "mmr": lambda r, e, c, w: rerank.mmr(r, e, 5, where=w),
+      "dpp": lambda r, e, c, w: rerank.dpp_greedy(np.exp(r), e, 5, where=w),
+      "coverage": lambda r, e, c, w: rerank.coverage(r, c, 5, num_categories=4, where=w),
+      "constrained": lambda r, e, c, w: rerank.constrained(
+          r, c, 5, max_count=2, max_run=1, num_categories=4, where=w, best_effort=True).indices,
+  }
+  for name, fn in cases.items():
+    batched = np.asarray(fn(relevance, embeddings, categories, where))
+    alone = np.stack([np.asarray(fn(relevance[b:b + 1], embeddings[b:b + 1],
+                                    categories[b:b + 1], where[b:b + 1]))[0]
+                      for b in (0, 31, 32, 64, 69)])
+    np.testing.assert_array_equal(batched[[0, 31, 32, 64, 69]], alone, err_msg=name)
