@@ -135,10 +135,11 @@ def scale(args) -> None:
     write_seconds = time.perf_counter() - start
     data = open_block_dataset(directory)
     total_rows = sum(data.num_rows(s) for s in data.splits)
-    size_bytes = sum(f.stat().st_size for f in directory.iterdir())
+    size_bytes = sum(f.stat().st_size for f in directory.iterdir())  # array_record compresses
     phases["write"] = {"rows": total_rows, "seconds": write_seconds,
                        "peak_rss_mb": _peak_rss_mb()}
-    print(f"wrote {total_rows:,} rows ({size_bytes / 2**30:.2f} GiB) in {write_seconds:.0f}s",
+    print(f"wrote {total_rows:,} rows ({size_bytes / 2**20:,.0f} MB on disk, compressed) in "
+          f"{write_seconds:.0f}s",
           flush=True)
 
     mesh = data_mesh()
@@ -189,7 +190,7 @@ def scale(args) -> None:
         f"block_rows={args.stream_block_rows} window={args.window_blocks} blocks "
         f"batch={args.batch} devices={jax.device_count()} ({jax.devices()[0].platform}) "
         f"model={config.model.name} {tuple(config.model.hidden_layers)} LogLoss; "
-        f"on disk {size_bytes / 2**30:.2f} GiB")
+        f"on disk {size_bytes / 2**20:,.0f} MB")
   print("| phase | rows | seconds | rows/s | peak RSS (MB) |\n|---|---|---|---|---|")
   names = {"write": "write array_record blocks (generate + split + encode)",
            "pipeline": "input pipeline alone (grain -> global arrays on the mesh)",
@@ -206,7 +207,7 @@ def scale(args) -> None:
       "window_blocks": args.window_blocks, "write_seconds": phases["write"]["seconds"],
       "rows_per_second": rate, "pipeline_over_train": ratio,
       "peak_rss_mb": {k: v["peak_rss_mb"] for k, v in phases.items()},
-      "process_peak_rss_mb": process_peak}))
+      "process_peak_rss_mb": process_peak, "disk_mb": size_bytes / 2**20}))
 
 
 def main():

@@ -223,3 +223,49 @@ def test_tfds_resume_on_eight_devices_matches_an_uninterrupted_run(prepared_kuai
   for got, want in zip(rest, reference[interrupted.steps_per_epoch + 2:]):
     for key in want:
       np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_block_dataset_writer_round_trips_chunks_of_any_size(tmp_path):
+  from hgrank_jax.data.pipeline import BlockDatasetWriter, open_block_dataset
+  rng = np.random.default_rng(0)
+  n = 1000
+  columns = {"row": np.arange(n, dtype=np.int64), "x": rng.normal(size=(n, 3)).astype(np.float32)}
+  writer = BlockDatasetWriter(tmp_path / "d", block_rows=64, blocks_per_shard=3,
+                              info={"note": "test"})
+  cuts = [0, 1, 1, 70, 200, 203, 640, n]  # empty, tiny and multi-block chunks
+  for a, b in zip(cuts, cuts[1:]):
+    writer.write("train", {k: v[a:b] for k, v in columns.items()})
+    assert all(len(p["row"]) < 64 for p in writer._buffers["train"])  # bounded buffer
+  writer.write("valid", {k: v[:5] for k, v in columns.items()})
+  metadata = writer.close()
+  assert metadata["splits"]["train"]["rows_per_block"] == [64] * 15 + [40]
+  assert len(metadata["splits"]["train"]["files"]) == 6  # ceil(16 blocks / 3)
+  data = open_block_dataset(tmp_path / "d")
+  assert data.num_rows("train") == n and data.num_rows("valid") == 5
+  assert data.metadata["info"] == {"note": "test"} and data.spec is None
+  loaded = data.load_split("train")
+  for key in columns:
+    np.testing.assert_array_equal(loaded[key], columns[key])
+  # A streamed epoch sees every row once.
+  batches = list(StreamingBatcher(data.source("train"), 48, seed=1, num_epochs=1, window_blocks=2,
+                                  mesh=data_mesh()))
+  rows = np.concatenate([np.asarray(b["row"])[np.asarray(b["mask"])] for b in batches])
+  assert sorted(rows.tolist()) == list(range(n))
+  with pytest.raises(FileExistsError, match="already holds a block dataset"):
+    BlockDatasetWriter(tmp_path / "d")
+
+
+def test_block_dataset_errors_are_clear(tmp_path):
+  from hgrank_jax.data.pipeline import BlockDatasetWriter, open_block_dataset
+  writer = BlockDatasetWriter(tmp_path / "d", block_rows=4)
+  writer.write("train", {"a": np.zeros(3, np.int32)})
+  with pytest.raises(ValueError, match="columns or dtypes changed"):
+    writer.write("train", {"a": np.zeros(3, np.float32)})
+  with pytest.raises(ValueError, match="differ in length"):
+    writer.write("train", {"a": np.zeros(3, np.int32), "b": np.zeros(2, np.int32)})
+  # Not closed: no blocks.json, so it is not mistaken for a complete dataset.
+  with pytest.raises(FileNotFoundError, match="did not finish"):
+    open_block_dataset(tmp_path / "d")
+  writer.close()
+  with pytest.raises(KeyError, match="no split 'test'"):
+    open_block_dataset(tmp_path / "d").source("test")
