@@ -271,6 +271,44 @@ def test_bundled_format_row_with_two_columns(tmp_path):
     kuairand_sig.load("given", data_dir=directory)
 
 
+def test_file_in_another_encoding_names_the_first_bad_line(kuairand_dir):
+  path = kuairand_dir / "video_features_basic_pure.csv"
+  lines = path.read_bytes().splitlines(keepends=True)
+  lines[4] = lines[4].replace(b"NORMAL", "NORMAL\u00e9".encode("latin-1"))
+  path.write_bytes(b"".join(lines))
+  with pytest.raises(csv_core.CsvFormatError,
+                     match=r"video_features_basic_pure\.csv: line 5: not valid utf-8 text"):
+    kuairand.read(kuairand_dir, "pure")
+
+
+def test_compressed_archive_renamed_to_csv_is_named(kuairand_dir):
+  (kuairand_dir / LOG_RANDOM).write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xed\xbd")
+  with pytest.raises(csv_core.CsvFormatError, match=rf"{LOG_RANDOM}: line 1: not valid utf-8 "
+                                                    r"text .*compressed archive"):
+    kuairand.read(kuairand_dir, "pure")
+
+
+def test_side_table_repeating_an_id_names_both_lines(tmp_path):
+  directory = tmp_path / "ml-100k"
+  write_movielens_100k(directory, [(1, 1, 5, 874965758), (2, 2, 4, 874965759)])
+  _append(directory / "u.user", "2|40|F|artist|10001\n")
+  with pytest.raises(csv_core.CsvFormatError,
+                     match=r"u\.user: lines 2 and 4: user 2 appears more than once"):
+    load_dataset("movielens:100k", manual_dir=directory)
+  write_taobao_ad(tmp_path / "taobao", ["7,1494137644,1,430548_1007,1,0"])
+  _append(tmp_path / "taobao" / "ad_feature.csv", "1,1,1,1,1,1.0\n")
+  with pytest.raises(csv_core.CsvFormatError,
+                     match=r"ad_feature\.csv: lines 2 and 4: adgroup_id 1 appears more than once"):
+    load_dataset("taobao_ad", manual_dir=tmp_path / "taobao")
+
+
+def test_unknown_behaviour_type_is_named(tmp_path):
+  (tmp_path / "UserBehavior.csv").write_text("1,10,100,pv,1511544070\n1,11,100,click,1511544071\n")
+  with pytest.raises(csv_core.CsvFormatError,
+                     match=r"UserBehavior\.csv: line 2: behavior_type not one of"):
+    load_dataset("taobao_userbehavior", manual_dir=tmp_path)
+
+
 # --- 3. wrong headers -----------------------------------------------------------------------
 
 def test_header_without_an_expected_column_names_it(tmp_path):
@@ -660,6 +698,23 @@ def test_unknown_dataset_or_view_is_named(name, message):
     load_dataset(name)
 
 
+def test_batch_not_divisible_by_the_devices_fails_before_compiling(tmp_path):
+  from hgrank_jax.train.loop import train_and_evaluate
+  config = _runlocal_config()
+  config.batch_size = 100  # conftest gives 8 CPU devices
+  with pytest.raises(ValueError, match=r"global batch size 100 is not divisible by the number "
+                                       r"of devices 8 .* \(e\.g\. 104\)"):
+    train_and_evaluate(config, tmp_path / "workdir")
+
+
+def test_more_devices_than_exist_is_named(tmp_path):
+  from hgrank_jax.train.loop import train_and_evaluate
+  config = _runlocal_config()
+  config.num_devices = 64
+  with pytest.raises(ValueError, match=r"config\.num_devices=64 but 8 devices are available"):
+    train_and_evaluate(config, tmp_path / "workdir")
+
+
 # --- 10. a workdir from another config ------------------------------------------------------
 
 def test_workdir_of_another_config_is_refused_naming_the_keys(tmp_path):
@@ -675,3 +730,20 @@ def test_workdir_of_another_config_is_refused_naming_the_keys(tmp_path):
   for key in ("learning_rate", "objective.name", "objective.loss"):
     assert key in message, message
   assert json.loads((tmp_path / "config.json").read_text())["learning_rate"] == 1e-3
+
+
+def test_tfds_dir_prepared_with_other_options_is_refused(kuairand_dir, tmp_path):
+  from hgrank_jax.data import tfds_builders
+  data_dir = tmp_path / "tfds"
+  with pytest.raises(FileNotFoundError, match=r"kuairand:pure is not prepared in .*prepare\("):
+    tfds_builders.load_prepared("kuairand", "pure", data_dir=data_dir)
+  # 30 rows over 42 users: every user has one row, so valid and test would be empty.
+  with pytest.raises(ValueError, match=r"split\(s\) \['valid', 'test'\] get no rows"):
+    tfds_builders.prepare("kuairand", "pure", manual_dir=kuairand_dir, data_dir=data_dir)
+  write_kuairand(tmp_path / "larger", rows=(400, 200))
+  tfds_builders.prepare("kuairand", "pure", manual_dir=tmp_path / "larger", data_dir=data_dir,
+                        split_seed=0)
+  with pytest.raises(ValueError, match=r"was prepared with split_seed=0.*asked for split_seed=1.*"
+                                       r"Use another data_dir"):
+    tfds_builders.prepare("kuairand", "pure", manual_dir=tmp_path / "larger", data_dir=data_dir,
+                          split_seed=1)

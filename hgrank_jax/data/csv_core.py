@@ -10,7 +10,8 @@ without an expected column, a row with the wrong number of fields or a
 non-numeric (or beyond int64) value in an integer column, a header naming an
 expected column twice, or a quote that is never closed (which would fold the
 following rows into one field) raises :class:`CsvFormatError` naming the file,
-line and problem; with ``skip_malformed=True`` such rows are skipped and
+line and problem (a file that does not decode, too, with its first bad line);
+with ``skip_malformed=True`` such rows are skipped and
 counted in a :class:`MalformedRows` report that the builders put in the
 dataset info.
 
@@ -189,6 +190,32 @@ def read_csv(path: pathlib.Path | str, columns: Mapping[str, str], *,
     raise ValueError("read_csv: a multi-character delimiter needs quoted=False")
   if not path.is_file():
     raise FileNotFoundError(f"{path}: file not found")
+  try:
+    return _read_csv(path, columns, header=header, has_header=has_header, delimiter=delimiter,
+                     quoted=quoted, encoding=encoding, skip_malformed=skip_malformed,
+                     report=report)
+  except UnicodeDecodeError as e:
+    line = _first_undecodable_line(path, encoding)
+    raise CsvFormatError(
+        f"{path}: line {line}: not valid {encoding} text ({e.reason} at byte "
+        f"{e.object[e.start:e.start + 1]!r}); is it the official file, extracted (not a "
+        "compressed archive) and in its original encoding?") from e
+
+
+def _first_undecodable_line(path: pathlib.Path, encoding: str) -> int:
+  """1-based number of the first line of ``path`` that does not decode."""
+  with open(path, "rb") as handle:
+    for line, raw in enumerate(handle, start=1):
+      try:
+        raw.decode(encoding)
+      except UnicodeDecodeError:
+        return line
+  return 0
+
+
+def _read_csv(path, columns, *, header, has_header, delimiter, quoted, encoding, skip_malformed,
+              report):
+  """:func:`read_csv` after its argument checks."""
   with open(path, newline="" if quoted else None, encoding=encoding) as handle:
     rows = _split_lines(handle, delimiter, quoted, path, skip_malformed, report)
     if has_header:
@@ -317,6 +344,26 @@ def lookup(keys: np.ndarray, table_keys: np.ndarray) -> tuple[np.ndarray, np.nda
   position = np.minimum(position, len(sorted_keys) - 1)
   found = sorted_keys[position] == keys
   return order[position], found
+
+
+def check_unique(table: Mapping[str, np.ndarray], key: str, path: pathlib.Path | str) -> None:
+  """Raises when a side table (features of users, items, ads) repeats a key.
+
+  A repeated id would make the join pick one of its rows arbitrarily.
+
+  Raises:
+    CsvFormatError: naming the file, the id, both lines and the number of repeats.
+  """
+  values = np.asarray(table[key])
+  order = np.argsort(values, kind="stable")
+  repeated = np.nonzero(values[order][1:] == values[order][:-1])[0]
+  if repeated.size:
+    first, second = order[repeated[0]], order[repeated[0] + 1]
+    lines = table.get("_line")
+    where = (f"lines {lines[first]} and {lines[second]}" if lines is not None
+             else f"data rows {first} and {second} (0-based)")
+    raise CsvFormatError(f"{path}: {where}: {key} {values[first]} appears more than once "
+                         f"({repeated.size} repeated ids); each must have one row")
 
 
 def check_files(directory: pathlib.Path | str, expected: Mapping[str, str], *, dataset: str,

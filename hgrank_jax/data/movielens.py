@@ -73,7 +73,8 @@ def _read_100k(directory: pathlib.Path, report, skip_malformed):
                             delimiter="|", **options)
   users["age_group"] = age_group(users["age"]).astype(str).astype(object)
   unknown_only = int(np.sum((movies["unknown"] == 1) & (genres.sum(axis=1) == 0)))
-  return ratings, movies["item"], genres, users, {"movies_with_only_unknown_genre": unknown_only}
+  return ratings, movies["item"], genres, users, {"movies_with_only_unknown_genre": unknown_only,
+                                                  "_movie_lines": movies["_line"]}
 
 
 def _read_1m(directory: pathlib.Path, report, skip_malformed):
@@ -101,7 +102,7 @@ def _read_1m(directory: pathlib.Path, report, skip_malformed):
                             csv_core.STR, "age": csv_core.STR, "occupation": csv_core.STR},
                             header=("user", "gender", "age", "occupation", "zip"), **options)
   users["age_group"] = users["age"]
-  return ratings, movies["item"], genres, users, {}
+  return ratings, movies["item"], genres, users, {"_movie_lines": movies["_line"]}
 
 
 def feature_spec(num_users: int, num_items: int, vocab_sizes: dict[str, int]) -> FeatureSpec:
@@ -136,6 +137,10 @@ def read(manual_dir: pathlib.Path | str, config: str = "100k", *, skip_malformed
   directory, report = pathlib.Path(manual_dir), csv_core.MalformedRows()
   reader = _read_100k if config == "100k" else _read_1m
   ratings, movie_ids, genres, users, extra_info = reader(directory, report, skip_malformed)
+  movie_file, user_file = list(expected_files(config))[1:]
+  csv_core.check_unique({"item": movie_ids, "_line": extra_info.pop("_movie_lines")}, "item",
+                        directory / movie_file)
+  csv_core.check_unique(users, "user", directory / user_file)
   rating_file = next(iter(expected_files(config)))
   movie_row, movie_found = csv_core.lookup(ratings["item"], movie_ids)
   user_row, user_found = csv_core.lookup(ratings["user"], users["user"])

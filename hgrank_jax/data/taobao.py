@@ -101,6 +101,8 @@ def read_ad(manual_dir, config: str = "default", *, skip_malformed: bool = False
   profiles = csv_core.read_csv(directory / "user_profile.csv", {
       "userid": csv_core.INT, **dict.fromkeys(PROFILE_FIELDS, csv_core.STR)}, **options)
 
+  csv_core.check_unique(ads, "adgroup_id", directory / "ad_feature.csv")
+  csv_core.check_unique(profiles, "userid", directory / "user_profile.csv")
   bad_label = ~np.isin(sample["clk"], (0, 1)) | (sample["clk"] + sample["nonclk"] != 1)
   _raise_or_count(bad_label, "clk/nonclk not one of (1, 0) or (0, 1)", "raw_sample.csv",
                   sample["_line"], skip_malformed, report, directory)
