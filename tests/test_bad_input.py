@@ -673,12 +673,17 @@ def test_wrong_type_assignment_to_a_locked_config_is_refused():
     ("learning_rate", -1.0, r"config\.learning_rate must be > 0"),
     ("batch_size", 0, r"config\.batch_size must be >= 1"),
     ("early_stopping.metric", "accuracy", r"config\.early_stopping\.metric must be one of"),
+    ("data_source", "disk", r"config\.data_source must be one of"),
+    ("data_source", "streaming", r"config\.data_source='streaming' needs config\.data_path"),
 ])
 def test_out_of_range_config_values_fail_before_the_workdir_is_touched(tmp_path, key, value,
                                                                        message):
   from hgrank_jax.train.loop import train_and_evaluate
   config = _runlocal_config()
-  config.update_from_flattened_dict({key: value})
+  if key.split(".")[0] in config:
+    config.update_from_flattened_dict({key: value})
+  else:
+    config[key] = value  # keys the config may not define yet; the loop reads them with get()
   with pytest.raises(ValueError, match=message):
     train_and_evaluate(config, tmp_path / "workdir")
   assert not (tmp_path / "workdir").exists()
