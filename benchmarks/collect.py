@@ -3,7 +3,7 @@ r"""Collects the benchmark scripts' JSON lines into results/benchmarks.md.
   python benchmarks/collect.py --run                 # every benchmark, quick arguments
   python benchmarks/collect.py --run --full          # the scripts' own (full) sizes
   python benchmarks/collect.py --run --only sorting,rerank --save /tmp/bench
-  python benchmarks/collect.py --from /tmp/bench     # re-render saved outputs
+  python benchmarks/collect.py --from /tmp/bench --from results/benchmarks   # saved outputs
 
 Each script in benchmarks/ prints a table and, last, one JSON line (prefixed
 ``BENCHMARK_JSON `` or ``JSON: ``). ``--run`` runs each with small arguments
@@ -147,20 +147,33 @@ def run_one(bench: Benchmark, *, full: bool, timeout: float, host: dict, save_di
 
 
 def read_saved(directory: pathlib.Path) -> list[dict]:
-  """Records from ``DIR/<name>.out`` files (headers optional)."""
+  """Records from saved outputs in ``directory``.
+
+  ``<name>.out`` files written by ``--run --save`` carry a header (command,
+  machine, status); a ``.txt`` file whose first line is ``$ COMMAND  # NOTE``
+  (a shell transcript, e.g. a long run done by hand) gives the command and a
+  note about the machine; otherwise the command is marked unknown.
+  """
   records = []
   known = {b.name: b for b in BENCHMARKS}
-  for path in sorted(directory.glob("*.out")):
+  for path in sorted([*directory.glob("*.out"), *directory.glob("*.txt")]):
     text = path.read_text()
     command, host, status = None, {}, None
-    for line in text.splitlines()[:3]:
+    first_lines = text.splitlines()[:3]
+    for line in first_lines:
       if line.startswith(HEADER_COMMAND):
         command = line[len(HEADER_COMMAND):]
       elif line.startswith(HEADER_MACHINE):
         host = json.loads(line[len(HEADER_MACHINE):])
       elif line.startswith(HEADER_STATUS):
         status = line[len(HEADER_STATUS):]
+    if command is None and first_lines and first_lines[0].startswith("$ "):
+      command, _, note = first_lines[0][2:].partition("#")
+      command = command.strip()
+      host = {"hostname": "(from the transcript)", "note": note.strip()}
     data = last_json(text)
+    if data is None and command is None:
+      continue  # not a benchmark output
     if command is None:
       bench = known.get(path.stem)
       command = (f"unknown (saved output {path.name}; e.g. "
@@ -168,7 +181,8 @@ def read_saved(directory: pathlib.Path) -> list[dict]:
     if data is not None and not (status or "").startswith("ok"):
       status = "ok"
     records.append({"name": path.stem, "command": command, "machine": host,
-                    "status": status or "failed (no JSON line)", "json": data})
+                    "status": status or "failed (no JSON line)", "json": data,
+                    "source": str(path)})
   return records
 
 
@@ -211,12 +225,12 @@ def render(records: list[dict], *, mode: str) -> str:
     if record["machine"] and record["machine"] not in machines:
       machines.append(record["machine"])
   if machines:
-    lines += ["## Machines", "", "| id | hostname | CPU | cores | JAX device | date |",
-              "|---|---|---|---|---|---|"]
+    lines += ["## Machines", "", "| id | hostname | CPU | cores | JAX device | date | note |",
+              "|---|---|---|---|---|---|---|"]
     for i, host in enumerate(machines):
       lines.append(f"| m{i} | {host.get('hostname', '?')} | {host.get('cpu', '?')} | "
                    f"{host.get('cores', '?')} | {host.get('device', '?')} | "
-                   f"{host.get('date', '?')} |")
+                   f"{host.get('date', '?')} | {host.get('note', '')} |")
     lines.append("")
   lines += ["## Results", "", "| benchmark | status | machine | command | headline figures |",
             "|---|---|---|---|---|"]
@@ -230,10 +244,15 @@ def render(records: list[dict], *, mode: str) -> str:
   lines.append("")
   if mode != "--run --full":
     lines += ["## Full-size runs", "",
-              "Not run by this collection (quick sizes above; the full ones take long on a "
-              "shared CPU). Run them on the target machine, then collect with `--run --full` or "
+              "The quick rows above are not the scripts' own sizes, which take long on a shared "
+              "CPU. Run these on the target machine, then collect with `--run --full` or "
               "`--from DIR`:", ""]
-    lines += [f"- {b.name} ({b.what}): `{shlex.join(command_of(b, True))}`" for b in BENCHMARKS]
+    done = [r["command"] for r in records if r["json"]]
+    for b in BENCHMARKS:
+      full = shlex.join(command_of(b, True))
+      # Full size: the script's defaults exactly, or its full arguments plus extra ones.
+      ran = any(c == full or (b.full and c.startswith(full + " ")) for c in done)
+      lines.append(f"- {b.name} ({b.what}): `{full}`" + (" — recorded above" if ran else ""))
     lines.append("")
   for record in records:
     if record["json"]:
@@ -249,7 +268,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--run", action="store_true", help="run the benchmarks now")
-  source.add_argument("--from", dest="from_dir", help="read saved DIR/<name>.out outputs")
+  source.add_argument("--from", dest="from_dir", action="append",
+                      help="read saved outputs (DIR/*.out, DIR/*.txt transcripts); repeatable")
   parser.add_argument("--full", action="store_true", help="the scripts' own sizes, not quick")
   parser.add_argument("--only", default="", help="comma-separated benchmark names")
   parser.add_argument("--skip", default="", help="comma-separated names to list as not run")
@@ -284,9 +304,12 @@ def main(argv=None):
     print(f"outputs saved in {save_dir}")
     mode = "--run" + (" --full" if args.full else "")
   else:
-    records = [r for r in read_saved(pathlib.Path(args.from_dir)) if r["name"] in only]
-    records.sort(key=lambda r: names.index(r["name"]))
-    mode = "--from DIR"
+    records = [r for directory in args.from_dir for r in read_saved(pathlib.Path(directory))
+               if r["name"] in only or (not args.only and r["json"])]
+    # Known benchmarks in their order, then extra saved runs (e.g. full-size transcripts).
+    records.sort(key=lambda r: (names.index(r["name"]) if r["name"] in names else len(names),
+                                r["name"]))
+    mode = " ".join(f"--from {d}" for d in args.from_dir)
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(render(records, mode=mode))
