@@ -11,9 +11,13 @@ requests by true list utility; the learned rerankers train on the training
 requests (``num_seeds`` seeds each); all rows are measured on the test
 requests. The "+ quota" learned rows add ``quota_weight`` times the soft quota
 penalty to the training loss and decode under the constraints (PRM through the
-constrained greedy on its scores, Seq2Slate by masking); lambda stays fixed
-here (``dual_step`` > 0 switches on dual ascent on the validation violation of
-the unconstrained lists). ``runlocal`` shrinks everything to a smoke run of well under a minute.
+constrained greedy on its scores, Seq2Slate by masking every position to the
+greedy's feasible picks); their lambda is chosen from ``quota_grid`` by
+validation true utility (``dual_step`` > 0 would switch on dual ascent on the
+validation violation of the unconstrained lists instead). "Seq2Slate + quota,
+REINFORCE" fine-tunes each seed's Seq2Slate + quota by policy gradient on the
+true utility; "generator-evaluator" lets a learned list evaluator pick among
+feasible proposals of that seed's PRM + quota and Seq2Slate + quota. ``runlocal`` shrinks everything to a smoke run of well under a minute.
 """
 
 import ml_collections
@@ -45,13 +49,32 @@ def get_config(arg=None):
   config.learned = ml_collections.ConfigDict({
       "prm": {"label": "PRM", "model": "prm", "quota_weight": 0.0, "dual_step": 0.0},
       "prm_quota": {"label": "PRM + quota", "model": "prm", "quota_weight": 0.005,
-                    "dual_step": 0.0},
+                    "dual_step": 0.0, "select_quota_weight": True},
       "seq2slate": {"label": "Seq2Slate", "model": "seq2slate", "quota_weight": 0.0,
                     "dual_step": 0.0},
       "seq2slate_quota": {"label": "Seq2Slate + quota", "model": "seq2slate",
-                          "quota_weight": 0.005, "dual_step": 0.0},
+                          "quota_weight": 0.005, "dual_step": 0.0, "select_quota_weight": True},
+      # Policy gradient on the true utility, from the Seq2Slate + quota model
+      # of the same seed, sampling and decoding under the quota masks.
+      "seq2slate_reinforce": {"label": "Seq2Slate + quota, REINFORCE", "model": "seq2slate",
+                              "init_from": "seq2slate_quota", "constrain": True,
+                              "reinforce_steps": 150, "reinforce_samples": 8,
+                              "reinforce_learning_rate": 3e-4},
   })
-  config.learned_order = ("prm", "prm_quota", "seq2slate", "seq2slate_quota")
+  config.learned_order = ("prm", "prm_quota", "seq2slate", "seq2slate_quota",
+                          "seq2slate_reinforce")
+  # lambda of the "+ quota" rows, chosen by validation true utility (seed 0).
+  config.quota_grid = (0.005, 0.05)
+  # Generator: constrained greedy on the PRM + quota scores and on Gumbel
+  # perturbations of them, plus the Seq2Slate + quota beams; evaluator: a
+  # one-layer transformer over the list regressing the true utility. The
+  # perturbation noise is chosen on validation from noise_grid.
+  config.generator_evaluator = ml_collections.ConfigDict({
+      "label": "generator-evaluator", "beam_width": 4, "noise_grid": (0.25, 0.5, 1.0),
+      "num_perturbations": 8, "noise": 0.5, "train_noise": (0.25, 1.0), "hidden": 32,
+      "num_heads": 4, "num_layers": 1, "num_steps": 300, "batch_size": 32,
+      "learning_rate": 1e-3,
+  })
   # Quota weights of the PRM sweep behind pareto.png (one seed each).
   config.pareto_weights = (0.0, 0.01, 0.05, 0.2)
   if arg == "runlocal":
@@ -62,6 +85,10 @@ def get_config(arg=None):
     config.train.num_steps = 20
     config.train.dual_every = 10
     config.pareto_weights = (0.0, 0.1)
+    config.quota_grid = (0.005,)
+    config.learned.seq2slate_reinforce.reinforce_steps = 10
+    config.generator_evaluator.num_steps = 20
+    config.generator_evaluator.noise_grid = (0.5,)
   elif arg:
     raise ValueError(f"unknown variant {arg!r}; known: runlocal")
   return config

@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hgrank_jax.data import SimulatorConfig, make_request_lists
+from hgrank_jax.data import SimulatorConfig, list_utility, make_request_lists
 from hgrank_jax.metrics import lists as list_metrics
 from hgrank_jax.rerank import diversity, learned
+from hgrank_jax.rerank import generator_evaluator as ge
 from hgrank_jax.rerank.constrained import constrained, exact, list_objective
 
 COLUMNS = ("utility", "ndcg", "quota_satisfied", "quota_violation", "share_error", "diversity",
@@ -147,6 +148,84 @@ def _select(valid_eval, config, grids):
   return chosen
 
 
+def _mean_std(per_seed):
+  row = {column: float(np.mean([r[column] for r in per_seed])) for column in COLUMNS}
+  row.update({f"{column}_std": float(np.std([r[column] for r in per_seed])) for column in COLUMNS})
+  return row
+
+
+def _generator_evaluator(config, trained, truth, splits, rows, evals, log):
+  """Generator (PRM + quota perturbations and Seq2Slate + quota beams) and a learned evaluator.
+
+  Per seed: the seed's trained PRM + quota and Seq2Slate + quota generate
+  feasible proposals; a :class:`ListEvaluator` regresses their true utility on
+  the training requests (extra noise levels widen its training lists); the
+  perturbation noise is chosen on validation (seed 0); test lists are timed
+  end to end (PRM, beam search, perturbed greedy and evaluator in one jit).
+  """
+  spec = dict(config.generator_evaluator)
+  label = spec.pop("label")
+  beam_width = spec.pop("beam_width")
+  noise_grid = tuple(spec.pop("noise_grid"))
+  evaluator_config = ge.EvaluatorConfig(**spec)
+  k, c = config.list_length, config.num_categories
+  train_x, valid_x, test_x = splits
+  train_rows, _, _ = rows
+  valid_eval, test_eval = evals
+  bounds = dict(num_categories=c, max_count=config.max_count, max_run=config.max_run)
+
+  def generator(seed):
+    prm, prm_config, prm_params = trained[("prm_quota", seed)]
+    s2s, _, s2s_params = trained[("seq2slate_quota", seed)]
+
+    def generate(batch, key, noise):
+      args = (batch["features"], batch["initial_score"], batch["user"], batch["where"])
+      scores = prm.apply(prm_params, *args)
+      beams, beam_scores = s2s.apply(s2s_params, *args, categories=batch["categories"],
+                                     beam_width=beam_width, return_beams=True,
+                                     method=learned.Seq2Slate.decode, **bounds)
+      lists = ge.propose(scores, batch["categories"], batch["where"], k, key=key,
+                         num_perturbations=evaluator_config.num_perturbations, noise=noise,
+                         **bounds)
+      # A beam that could not be completed is replaced by the PRM's own list.
+      beams = jnp.where(jnp.isfinite(beam_scores)[..., None], beams, lists[:, :1])
+      return jnp.concatenate([lists, beams], axis=1)
+
+    return jax.jit(generate)
+
+  def utility(lists, split_rows):
+    shape = lists.shape[:2] + (truth["relevance"].shape[-1],)
+    relevance = jnp.broadcast_to(jnp.asarray(truth["relevance"][split_rows])[:, None], shape)
+    categories = jnp.broadcast_to(jnp.asarray(truth["categories"][split_rows])[:, None], shape)
+    return np.asarray(list_utility(lists, relevance, categories,
+                                   position_bias=truth["position_bias"],
+                                   repeat_decay=truth["repeat_decay"]))
+
+  per_seed, chosen_noise = [], None
+  for seed in range(config.num_seeds):
+    generate = generator(seed)
+    key = jax.random.PRNGKey(200 + seed)
+    train_lists = jnp.concatenate(
+        [generate(train_x, jax.random.fold_in(key, i), noise)
+         for i, noise in enumerate((evaluator_config.noise,) + tuple(evaluator_config.train_noise))],
+        axis=1)
+    model, params, _ = ge.train_evaluator(evaluator_config, train_x, train_lists,
+                                          utility(train_lists, train_rows), key=key, log=log)
+    select = jax.jit(lambda p, batch, key, noise: ge.pick(model, p, batch,
+                                                           generate(batch, key, noise)))
+    if chosen_noise is None:
+      best = -np.inf
+      for noise in noise_grid:
+        order = np.asarray(select(params, valid_x, key, noise))
+        value = valid_eval.utility(order).mean()
+        log(f"{label} noise={noise}: validation utility {value:.4f}")
+        if value > best:
+          best, chosen_noise = value, noise
+    order, seconds = _timed(lambda: select(params, test_x, key, chosen_noise))
+    per_seed.append(test_eval.row(order, seconds))
+  return label, per_seed, {"noise": chosen_noise}
+
+
 def run(config, log=print):
   """Runs the comparison; returns a dict with rows, the greedy gap and the settings."""
   sim = SimulatorConfig(seed=config.seed, num_list_requests=config.num_lists,
@@ -185,27 +264,69 @@ def run(config, log=print):
   x = learned.model_inputs(lists.inputs, num_categories=c, num_business=config.num_business)
   train_x, valid_x, test_x = (_split(x, r.start, r.stop) for r in (train_rows, valid_rows,
                                                                    test_rows))
-  learned_rows = {}
+  truth = {"relevance": lists.truth["relevance"], "position_bias": lists.truth["position_bias"],
+           "repeat_decay": lists.truth["repeat_decay"], "categories": lists.inputs["category"]}
+  trained, learned_rows, selected_learned = {}, {}, {}
+
+  def train(variant, seed, quota_weight=None):
+    settings = dict(config.train)
+    settings.update({name: value for name, value in variant.items()
+                     if name not in ("init_from", "constrain", "select_quota_weight")})
+    if quota_weight is not None:
+      settings["quota_weight"] = quota_weight
+    train_config = learned.TrainConfig(list_length=k, max_count=config.max_count,
+                                       max_run=config.max_run, **settings)
+    if variant.get("init_from"):
+      model, _, start = trained[(variant["init_from"], seed)]
+      model_params, _ = learned.train_reinforce(
+          model, start, train_config, train_x, truth["relevance"][train_rows],
+          position_bias=truth["position_bias"], repeat_decay=truth["repeat_decay"],
+          key=jax.random.PRNGKey(100 + seed), num_categories=c,
+          constrain=variant.get("constrain", True), log=log)
+      return model, train_config, model_params
+    model, model_params, _ = learned.train_reranker(
+        train_config, train_x, truth["relevance"][train_rows], valid_x,
+        key=jax.random.PRNGKey(seed), num_categories=c, log=log)
+    return model, train_config, model_params
+
+  def decoder(model, train_config, constrain):
+    return jax.jit(lambda p, batch: learned.predict(model, train_config, p, batch,
+                                                     num_categories=c, constrain=constrain))
+
   for key in config.learned_order:
     variant = dict(config.learned[key])
     name = variant.pop("label")
+    constrain = variant.get("constrain", variant.get("quota_weight", 0) > 0)
+    chosen_weight, seed0 = None, None
+    if variant.get("select_quota_weight"):
+      # lambda by true utility of the validation lists; the winner is seed 0.
+      best = -np.inf
+      for weight in config.quota_grid:
+        candidate = train(variant, 0, weight)
+        order = np.asarray(decoder(candidate[0], candidate[1], constrain)(candidate[2], valid_x))
+        utility = valid_eval.utility(order).mean()
+        log(f"{name} lambda={weight}: validation utility {utility:.4f}")
+        if utility > best:
+          best, chosen_weight, seed0 = utility, weight, candidate
+      selected_learned[name] = {"quota_weight": chosen_weight}
     per_seed = []
     for seed in range(config.num_seeds):
-      train_config = learned.TrainConfig(list_length=k, max_count=config.max_count,
-                                         max_run=config.max_run,
-                                         **dict(config.train), **variant)
-      model, model_params, _ = learned.train_reranker(
-          train_config, train_x, lists.truth["relevance"][train_rows], valid_x,
-          key=jax.random.PRNGKey(seed), num_categories=c, log=log)
-      constrain = variant.get("quota_weight", 0) > 0
-      predict = jax.jit(lambda p, batch, m=model, t=train_config, cn=constrain: learned.predict(
-          m, t, p, batch, num_categories=c, constrain=cn))
+      model, train_config, model_params = (seed0 if seed == 0 and seed0 is not None
+                                           else train(variant, seed, chosen_weight))
+      trained[(key, seed)] = (model, train_config, model_params)
+      predict = decoder(model, train_config, constrain)
       order, seconds = _timed(lambda: predict(model_params, test_x))
       per_seed.append(test_eval.row(order, seconds))
     learned_rows[name] = per_seed
-    results[name] = {column: float(np.mean([r[column] for r in per_seed])) for column in COLUMNS}
-    results[name].update({f"{column}_std": float(np.std([r[column] for r in per_seed]))
-                          for column in COLUMNS})
+    results[name] = _mean_std(per_seed)
+    log(f"{name}: {results[name]}")
+  if config.get("generator_evaluator"):
+    name, rows, chosen = _generator_evaluator(config, trained, truth, (train_x, valid_x, test_x),
+                                              (train_rows, valid_rows, test_rows),
+                                              (valid_eval, test_eval), log)
+    learned_rows[name] = rows
+    results[name] = _mean_std(rows)
+    selected_learned[name] = chosen
     log(f"{name}: {results[name]}")
   pareto = []
   for quota_weight in config.get("pareto_weights", ()):
@@ -220,7 +341,8 @@ def run(config, log=print):
                                        num_categories=c))
     pareto.append(dict(test_eval.row(order, 0.0), quota_weight=float(quota_weight)))
     log(f"pareto lambda={quota_weight}: {pareto[-1]}")
-  return {"rows": results, "greedy_gap": greedy_gap, "selected": params, "pareto": pareto,
+  return {"rows": results, "greedy_gap": greedy_gap, "selected": params,
+          "selected_learned": selected_learned, "pareto": pareto,
           "num_seeds": config.num_seeds, "num_test_lists": int(len(initial))}
 
 
@@ -271,8 +393,9 @@ def write(summary, workdir):
             f"gap {100 * gap['mean_relative_gap']:.3f}%, max {100 * gap['max_relative_gap']:.3f}%, "
             f"lists with any gap {100 * gap['lists_with_gap']:.1f}%, greedy infeasible rate "
             f"{100 * gap['greedy_infeasible_rate']:.1f}%.",
-            f"Validation-selected parameters: {summary['selected']}; learned rows: mean ± std "
-            f"over {summary['num_seeds']} seeds."]
+            f"Validation-selected parameters: {summary['selected']}, learned: "
+            f"{summary.get('selected_learned', {})}; learned rows: mean ± std "
+            f"over {summary['num_seeds']} seeds (ms/list: mean)."]
   if summary.get("pareto"):
     lines += ["", "PRM lambda sweep (unconstrained decoding, seed 0; pareto.png):", "",
               "| lambda | true utility | NDCG@k | quota satisfied | quota violation |",

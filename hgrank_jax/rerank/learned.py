@@ -238,7 +238,8 @@ def train_reinforce(model, params, config: TrainConfig, train_inputs, train_rele
   every = max(1, config.reinforce_steps // 10)
   for index in range(config.reinforce_steps):
     key, rows_key, sample_key = jax.random.split(key, 3)
-    rows = np.asarray(jax.random.choice(rows_key, num_train, (config.batch_size,), replace=False))
+    rows = np.asarray(jax.random.choice(rows_key, num_train, (min(config.batch_size, num_train),),
+                                        replace=False))
     batch = {name: value[rows] for name, value in train_inputs.items()}
     params, opt_state, reward = step(params, opt_state, batch, train_relevance[rows], sample_key)
     rewards.append(float(reward))
