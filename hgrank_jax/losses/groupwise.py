@@ -9,6 +9,10 @@ negatives. Levels are balanced by learned uncertainties (Kendall et al.):
 Group ids come from one lexicographic sort of the code matrix
 (:func:`hgrank_jax.ops.segments.prefix_segment_ids`), so time is O(n log n) and
 memory O(n) in the batch size, independent of the ``K**L`` possible prefixes.
+When the caller passes ``codebook_size`` and ``K**L`` is small (the paper's grid:
+K <= 32, L <= 4 mostly qualifies), rows are instead counted into a ``K**l``
+table (:func:`hgrank_jax.ops.segments.code_prefix_ids`), which avoids sorting a
+batch that may be sharded across devices.
 """
 
 import functools
@@ -53,8 +57,8 @@ def _check_code_values(codes, codebook_size: Optional[int]):
         f"codes must lie in {bound}, got values from {low} to {high}")
 
 
-@functools.partial(jax.jit, static_argnames=("eps",))
-def _per_level_list_ce(logits, labels, codes, where, segments, eps):
+@functools.partial(jax.jit, static_argnames=("eps", "codebook_size"))
+def _per_level_list_ce(logits, labels, codes, where, segments, eps, codebook_size=None):
   logits, labels, valid, segments = _common.prepare(logits, labels, where,
                                                     segments)
   codes = jnp.asarray(codes)
@@ -63,19 +67,28 @@ def _per_level_list_ce(logits, labels, codes, where, segments, eps):
   total = int(np.prod(logits.shape))
   list_size = logits.shape[-1]
   num_lists = total // list_size if list_size else 0
-  outer = [jnp.repeat(jnp.arange(num_lists, dtype=jnp.int32), list_size)]
-  if segments is not None:
-    outer.append(segments.reshape(-1).astype(jnp.int32))
+  list_index = jnp.repeat(jnp.arange(num_lists, dtype=jnp.int32), list_size)
   flat_valid = valid.reshape(-1)
-  level_ids, _ = seg.prefix_segment_ids(
-      codes.reshape(total, num_levels), where=flat_valid,
-      outer_keys=jnp.stack(outer, axis=1))
+  flat_codes = codes.reshape(total, num_levels)
   log_scores = jax.nn.log_sigmoid(logits).reshape(-1)
   flat_labels = labels.reshape(-1)
-  num_segments = max(total, 1)
+  if (codebook_size is not None and segments is None and total
+      and num_lists * codebook_size**num_levels <= seg.DIRECT_PREFIX_LIMIT):
+    # Small key space: group by counting into a K**l table, no sort of the batch.
+    level_ids, _ = seg.code_prefix_ids(flat_codes, codebook_size=codebook_size,
+                                       where=flat_valid, list_ids=list_index,
+                                       num_lists=num_lists, dense=False)
+    sizes = [num_lists * codebook_size**(level + 1) for level in range(num_levels)]
+  else:
+    outer = [list_index]
+    if segments is not None:
+      outer.append(segments.reshape(-1).astype(jnp.int32))
+    level_ids, _ = seg.prefix_segment_ids(flat_codes, where=flat_valid,
+                                          outer_keys=jnp.stack(outer, axis=1))
+    sizes = [max(total, 1)] * num_levels
   return jnp.stack([
       segment_cross_entropy(log_scores, flat_labels, level_ids[level],
-                            num_segments, where=flat_valid, eps=eps)
+                            sizes[level], where=flat_valid, eps=eps)
       for level in range(num_levels)
   ])
 
@@ -104,6 +117,10 @@ def per_level_list_ce(
     segments: optional ``[..., n]`` int ids that split every group further.
     codebook_size: optional K; when given and ``codes`` is concrete, values are
       checked against ``[0, K)`` (negative codes are always rejected eagerly).
+      It also lets groups be found by counting into a ``K**l`` table rather
+      than by sorting the batch when ``num_lists * K**L`` is small (see
+      :func:`hgrank_jax.ops.segments.code_prefix_ids`); under ``jit`` the codes
+      are then trusted to lie in ``[0, K)`` (values outside are clipped).
     eps: label normaliser :math:`\epsilon`.
 
   Returns:
@@ -121,7 +138,8 @@ def per_level_list_ce(
       or not isinstance(codebook_size, (int, np.integer)) or codebook_size < 1):
     raise ValueError(f"codebook_size must be an int >= 1, got {codebook_size}")
   _check_code_values(codes, codebook_size)
-  return _per_level_list_ce(logits, labels, codes, where, segments, eps)
+  return _per_level_list_ce(logits, labels, codes, where, segments, eps,
+                            codebook_size=None if codebook_size is None else int(codebook_size))
 
 
 @jax.jit
@@ -175,7 +193,8 @@ def group_ce(
       1/2 per level).
     where: optional ``[..., n]`` bool mask.
     segments: optional ``[..., n]`` int ids that split every group further.
-    codebook_size: optional K for an eager range check of ``codes``.
+    codebook_size: optional K: an eager range check of ``codes`` and, for small
+      ``K**L``, grouping without a sort (see :func:`per_level_list_ce`).
     eps: label normaliser :math:`\epsilon`.
 
   Returns:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from hgrank_jax.ops.segments import code_prefix_ids
+
 # Distances and sums must not drop to bf16 on accelerators: a code flip changes groups.
 _PRECISION = jax.lax.Precision.HIGHEST
 
@@ -175,34 +177,21 @@ def kmeans(points, valid, key, num_clusters: int, num_iters: int):
 
 
 def prefix_group_ids(codes: jax.Array, valid: jax.Array, codebook_size: int):
-  """Dense ids of the code prefixes ``c_1..c_l`` for every level, by sorting.
+  """Dense ids of the code prefixes ``c_1..c_l`` for every level, by one sort.
 
-  Cost is ``O(L n log n)`` time and ``O(n)`` memory, independent of ``K^L``.
+  A thin view of :func:`hgrank_jax.ops.segments.code_prefix_ids` (the grouping
+  the GroupCE loss uses): a count into a ``K^l`` table when ``K^L`` is small, one
+  sort of the rows otherwise.
 
   Args:
     codes: ``[n, L]`` int in ``[0, codebook_size)``.
-    valid: ``[n]`` bool; invalid rows get ids past those of valid rows.
-    codebook_size: K.
+    valid: ``[n]`` bool; invalid rows get id ``n``, past those of valid rows.
+    codebook_size: K (static).
 
   Returns:
     ``(ids, occupied)``: ids ``[n, L]`` int32, equal at level l exactly for valid
     rows sharing their first l codes, numbered from 0; occupied ``[L]`` int32, the
     number of distinct prefixes among valid rows.
   """
-  n, num_levels = codes.shape
-  if n * codebook_size >= 2**31 - 1:
-    raise ValueError(f"prefix_group_ids: n * codebook_size = {n * codebook_size} overflows int32")
-  sentinel = n * codebook_size
-
-  def level(previous, level_codes):
-    # previous < n, so previous * K + code identifies the prefix without overflow.
-    key = jnp.where(valid, previous * codebook_size + level_codes.astype(jnp.int32), sentinel)
-    order = jnp.argsort(key)
-    sorted_key = key[order]
-    is_new = jnp.concatenate([jnp.ones((1,), bool), sorted_key[1:] != sorted_key[:-1]])
-    dense = jnp.zeros((n,), jnp.int32).at[order].set(jnp.cumsum(is_new.astype(jnp.int32)) - 1)
-    occupied = jnp.sum((is_new & (sorted_key != sentinel)).astype(jnp.int32))
-    return dense, (dense, occupied)
-
-  _, (ids, occupied) = jax.lax.scan(level, jnp.zeros((n,), jnp.int32), codes.T)
+  ids, occupied = code_prefix_ids(codes, codebook_size=int(codebook_size), where=valid)
   return ids.T, occupied

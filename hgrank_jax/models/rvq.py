@@ -170,17 +170,25 @@ class ResidualVQ(nn.Module):
 
     if update:
       # Levels are independent once the cascade has fixed their residuals.
-      def update_level(counts, sums, residuals, codes, key):
-        counts, sums, book = ema_update(counts, sums, residuals, codes, valid,
-                                        decay=self.decay, eps=self.eps)
-        if self.dead_code_threshold <= 0:  # expiry disabled: no sampling to compile
-          return book, counts, sums, jnp.zeros(counts.shape, bool)
-        return replace_dead_codes(book, counts, sums, residuals, valid, key,
-                                  threshold=self.dead_code_threshold,
-                                  reset_count=self._reset_count())
+      new_counts, new_sums, new_books = jax.vmap(
+          lambda c, s, r, k: ema_update(c, s, r, k, valid, decay=self.decay, eps=self.eps))(
+              counts, sums, residuals, codes.T)
+      dead = jnp.zeros(new_counts.shape, bool)
+      if self.dead_code_threshold > 0:  # expiry disabled: no sampling to compile
+        def reseed(books, counts, sums):
+          return jax.vmap(
+              lambda b, c, s, r, k: replace_dead_codes(
+                  b, c, s, r, valid, k, threshold=self.dead_code_threshold,
+                  reset_count=self._reset_count()))(
+                      books, counts, sums, residuals, jax.random.split(dead_key, L))
 
-      new_books, new_counts, new_sums, dead = jax.vmap(update_level)(
-          counts, sums, residuals, codes.T, jax.random.split(dead_key, L))
+        # Most steps have no dead code: skip the batch shuffle (a sort) then.
+        # replace_dead_codes changes nothing without a dead code, so both
+        # branches agree whenever the cheap one is taken.
+        any_dead = jnp.any(new_counts < self.dead_code_threshold) & any_valid
+        new_books, new_counts, new_sums, dead = jax.lax.cond(
+            any_dead, reseed, lambda b, c, s: (b, c, s, jnp.zeros(c.shape, bool)),
+            new_books, new_counts, new_sums)
       codebook.value, ema_count.value, ema_sum.value = new_books, new_counts, new_sums
       initialized.value = initialized.value | any_valid
       step.value = step.value + 1

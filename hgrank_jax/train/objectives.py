@@ -129,7 +129,8 @@ def build_objective(config, spec: FeatureSpec) -> Objective:
       out = out._replace(codes=random_user_codes(batch[spec.user_field], int(hgr.num_levels),
                                                  int(hgr.codebook_size)))
     value, terms = hgr_loss(out, batch[label], where=batch["mask"], aux_weight=aux_weight,
-                            hierarchical_weight=hierarchical_weight)
+                            hierarchical_weight=hierarchical_weight,
+                            codebook_size=int(hgr.codebook_size))
     aux = dict(terms)
     for level in range(out.log_sigma.shape[0]):
       aux[f"log_sigma_l{level + 1}"] = out.log_sigma[level]

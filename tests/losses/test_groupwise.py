@@ -54,6 +54,25 @@ def test_per_level_and_group_ce_match_numpy(seed):
       _np_group_ce(want_levels, log_sigma), rtol=1e-5)
 
 
+
+@pytest.mark.parametrize("codebook_size", [K, 50])  # 3**3 counts into a table; 50**3 sorts
+def test_known_codebook_size_groups_without_sorting_same_values(codebook_size):
+  logits, labels, codes, valid = _batch(3)
+  want_levels = _np_per_level(logits, labels, codes, valid)
+  jitted = jax.jit(lambda s, y, c, w: losses.per_level_list_ce(
+      s, y, codes=c, where=w, codebook_size=codebook_size))
+  np.testing.assert_allclose(jitted(logits, labels, codes, valid), want_levels, rtol=1e-5)
+  # Several lists ([B, n]) never share a group across lists.
+  lists = 4
+  rows = N // lists
+  keyed = [np_list_ce_groups(logits, labels, [(i // rows,) + tuple(codes[i, :level])
+                                              for i in range(N)], valid)
+           for level in range(1, LEVELS + 1)]
+  got = losses.per_level_list_ce(logits.reshape(lists, rows), labels.reshape(lists, rows),
+                                 codes=codes.reshape(lists, rows, LEVELS),
+                                 where=valid.reshape(lists, rows), codebook_size=codebook_size)
+  np.testing.assert_allclose(got, keyed, rtol=1e-5)
+
 def test_group_ce_with_segments_splits_every_level():
   logits, labels, codes, valid = _batch(2)
   segments = np.arange(N) % 2

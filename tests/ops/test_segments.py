@@ -47,6 +47,51 @@ def test_prefix_segment_ids_never_materialise_key_space():
   np.testing.assert_array_equal(counts, [2, 3])
 
 
+
+@pytest.mark.parametrize("spread", ["packed", "lexsort"])
+def test_prefix_segment_ids_both_sort_paths_match_numpy(spread):
+  # Narrow key ranges are packed into one int32 sort key; ranges needing more
+  # than 30 bits together (including ones whose int32 difference overflows)
+  # take the multi-key lexsort. Both must give the reference ids.
+  rng = np.random.default_rng(7)
+  n = 300
+  if spread == "packed":
+    codes = rng.integers(-4, 12, size=(n, 4))
+    outer = rng.integers(0, 3, size=n)
+  else:
+    codes = rng.choice(np.array([-2**31, -5, 0, 3, 2**31 - 1]), size=(n, 3))
+    outer = rng.choice(np.array([-2**30, 2**30]), size=n)
+  valid = rng.random(n) > 0.1
+  ids, counts = seg.prefix_segment_ids(codes, where=valid, outer_keys=outer)
+  want_ids, want_counts = _np_prefix_ids(codes, valid, outer)
+  np.testing.assert_array_equal(ids, want_ids)
+  np.testing.assert_array_equal(counts, want_counts)
+
+
+@pytest.mark.parametrize("codebook_size,num_levels", [(4, 3), (40, 3)])  # table; sort fallback
+def test_code_prefix_ids_equal_sorted_ids(codebook_size, num_levels):
+  rng = np.random.default_rng(11)
+  n, num_lists = 500, 3
+  codes = rng.integers(0, codebook_size, size=(n, num_levels))
+  codes[:, 1] = np.minimum(codes[:, 1], 1)  # leave prefixes unoccupied
+  valid = rng.random(n) > 0.15
+  lists = rng.integers(0, num_lists, size=n)
+  want_ids, want_counts = _np_prefix_ids(codes, valid, lists)
+  ids, counts = seg.code_prefix_ids(codes, codebook_size=codebook_size, where=valid,
+                                    list_ids=lists, num_lists=num_lists)
+  np.testing.assert_array_equal(ids, want_ids)
+  np.testing.assert_array_equal(counts, want_counts)
+  # Packed (non-dense) ids: the same partition of the valid rows, ids in range.
+  packed, packed_counts = seg.code_prefix_ids(codes, codebook_size=codebook_size, where=valid,
+                                              list_ids=lists, num_lists=num_lists, dense=False)
+  np.testing.assert_array_equal(packed_counts, want_counts)
+  for level in range(num_levels):
+    size = num_lists * codebook_size**(level + 1)
+    got = np.asarray(packed[level])
+    assert np.all(got[~valid] == size) and np.all((got[valid] >= 0) & (got[valid] < size))
+    pairs = {(a, b) for a, b in zip(got[valid], want_ids[level][valid])}
+    assert len(pairs) == want_counts[level]  # a bijection between the two numberings
+
 def test_dense_segment_ids_match_unique_inverse():
   rng = np.random.default_rng(3)
   keys = rng.integers(-5, 1000, size=64)
