@@ -100,6 +100,7 @@ def scale(args) -> None:
   from hgrank_jax.data import synthetic
   from hgrank_jax.data.pipeline import open_block_dataset, StreamingBatcher
   from hgrank_jax.train import data_mesh, replicated_sharding
+  from hgrank_jax.train.loop import MAX_STEPS_IN_FLIGHT
   from hgrank_jax.train.objectives import build_objective
   from hgrank_jax.train.state import init_train_state, make_optimizer
   from hgrank_jax.train.steps import make_train_step
@@ -169,11 +170,14 @@ def scale(args) -> None:
     state, metrics = train_step(state, first)  # compile outside the timed epoch
     jax.block_until_ready(metrics)
     _reset_peak_rss()
-    start, units, steps = time.perf_counter(), 0, 0
+    start, units, steps, in_flight = time.perf_counter(), 0, 0, []
     for batch in make():
       state, metrics = train_step(state, batch)
       units += int(np.asarray(batch["mask"]).sum())
       steps += 1
+      in_flight.append(metrics)
+      if len(in_flight) > MAX_STEPS_IN_FLIGHT:
+        jax.block_until_ready(in_flight.pop(0))  # as train_and_evaluate does
       if steps % 200 == 0:
         print(f"  train step {steps}: loss {float(metrics['loss']):.4f}", flush=True)
     jax.block_until_ready(state)

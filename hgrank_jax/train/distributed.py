@@ -111,7 +111,9 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
     mode: "auto" (see the module docstring), "on" (always initialise, JAX
       auto-detects what is not given), "off".
     initialization_timeout: seconds to wait for every process to connect
-      (default ``$HGRANK_DISTRIBUTED_TIMEOUT`` or JAX's 300).
+      (default ``$HGRANK_DISTRIBUTED_TIMEOUT`` or JAX's 300). A process that stops
+      sending heartbeats for ``$HGRANK_DISTRIBUTED_HEARTBEAT_TIMEOUT`` seconds
+      (JAX's default 100) is declared dead and the others are stopped.
     environ: the environment to inspect (default ``os.environ``).
 
   Returns:
@@ -130,6 +132,9 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
   timeout = initialization_timeout or _int(environ, "HGRANK_DISTRIBUTED_TIMEOUT")
   if timeout:
     kwargs["initialization_timeout"] = int(timeout)
+  heartbeat = _int(environ, "HGRANK_DISTRIBUTED_HEARTBEAT_TIMEOUT")
+  if heartbeat:
+    kwargs["heartbeat_timeout_seconds"] = heartbeat
   jax.distributed.initialize(**kwargs)
   print(f"jax.distributed initialised ({method}): process {jax.process_index()} of "
         f"{jax.process_count()}, {jax.local_device_count()} local / {jax.device_count()} global "

@@ -43,6 +43,12 @@ from hgrank_jax.train.steps import make_predict_step, make_train_step
 from hgrank_jax.train.writers import MetricsWriter, Progress
 
 DATA_SOURCES = ("memory", "streaming")
+# The host waits for step k - MAX_STEPS_IN_FLIGHT before dispatching more: enough
+# to keep the devices busy, and it bounds the queue. With fake CPU devices
+# (--xla_force_host_platform_device_count) an unbounded queue of programs with
+# cross-device all-reduces deadlocks XLA's CPU thread pool (measured: hundreds of
+# queued steps on 8 fake devices and 2 cores abort after a 40 s rendezvous timeout).
+MAX_STEPS_IN_FLIGHT = 2
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.npz"  # best-on-validation logits of the valid and test rows
 
@@ -271,6 +277,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       state, step_metrics = train_step(state, next(train_batcher))
       step += 1
       pending.append(step_metrics)
+      if len(pending) > MAX_STEPS_IN_FLIGHT:
+        jax.block_until_ready(pending[-1 - MAX_STEPS_IN_FLIGHT])
       preemption.maybe_self_signal(step)  # a test hook; a no-op unless $HGRANK_SELF_SIGNAL
       preempted = _any_process(guard.requested is not None)
       stop_here = preempted or step == stop_after_step
@@ -296,9 +304,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         if last_saved != step:
           save()
         checkpointer.close()
-        if preempted:
-          log(f"Interrupted by {guard.requested or 'another process'} at step {step}: saved a "
-              f"checkpoint in {workdir}. Rerun the same command to resume.", flush=True)
+        if preempted and (is_chief or guard.requested):
+          print(f"Interrupted by {guard.requested or 'another process'} at step {step}: saved a "
+                f"checkpoint in {workdir}. Rerun the same command to resume.", flush=True)
         return {"interrupted_at": step}
 
     if last_saved != step:

@@ -1,10 +1,11 @@
 """Two processes on this machine (CPU, gloo, localhost coordinator) train as one job.
 
 Each process has 4 CPU devices (8 global, like the single-process reference),
-feeds its half of every global batch, and they checkpoint together. A process
-killed mid-run takes the job down within a bounded time; rerunning both resumes
-from the last collective checkpoint, and the final metrics and parameters equal
-a single-process run over the same global batches.
+feeds its half of every global batch, and they checkpoint together. SIGTERM to
+one process stops both after the same step with a checkpoint; a process killed
+mid-run takes the job down within a bounded time; rerunning both resumes from the
+last collective checkpoint, and the final metrics and parameters equal a
+single-process run over the same global batches.
 """
 
 import importlib.util
@@ -35,11 +36,11 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _run_job(workdir, *, extra_env=None, deadline_s=240, grace_s=20):
+def _run_job(workdir, tag, *, extra_env=None, deadline_s=240, grace_s=20):
   """Runs the 2-process job; returns [(returncode, output)]. Never outlives its deadline.
 
   When one process fails, the survivor gets ``grace_s`` to stop by itself (JAX's
-  distributed runtime notices a dead peer), then it is killed.
+  distributed runtime notices a dead peer), then it is killed (SIGKILL).
   """
   port = _free_port()
   procs, logs = [], []
@@ -49,7 +50,7 @@ def _run_job(workdir, *, extra_env=None, deadline_s=240, grace_s=20):
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("HGRANK_SELF_SIGNAL", None)
     env.update((extra_env or {}).get(i, {}))
-    log = open(pathlib.Path(workdir).parent / f"{pathlib.Path(workdir).name}_p{i}.log", "w+")
+    log = open(pathlib.Path(workdir).parent / f"{tag}_p{i}.log", "w+")
     logs.append(log)
     procs.append(subprocess.Popen(
         [sys.executable, "-m", "launch.train", f"--config={CONFIG}:runlocal",
@@ -128,19 +129,33 @@ def test_two_processes_equal_one_process_and_survive_a_killed_peer(tmp_path):
   reference = _single_process_reference(tmp_path / "single")
   _, a, loop_a = _checkpoint(tmp_path / "single")
   workdir = tmp_path / "job"
-  # Process 1 is killed after step 12 (the collective checkpoint of step 10 exists).
-  first = _run_job(workdir, extra_env={1: {"HGRANK_SELF_SIGNAL": "SIGKILL@12"}})
-  assert first[1][0] == -signal.SIGKILL, first[1][1][-3000:]
-  assert first[0][0] != 0  # the survivor did not finish alone (it stopped or was stopped)
+  # SIGTERM reaches process 1 only, after step 7: both processes stop after step 7
+  # with one collective checkpoint and exit 0.
+  first = _run_job(workdir, "sigterm", extra_env={1: {"HGRANK_SELF_SIGNAL": "SIGTERM@7"}})
+  for code, output in first:
+    assert code == 0, output[-3000:]
+  assert "Interrupted by another process at step 7" in first[0][1]
+  assert "Interrupted by SIGTERM at step 7" in first[1][1]
+  assert _checkpoint(workdir, like=a)[0] == 7
+  # Process 1 is killed after step 14 (the checkpoint of step 10 exists). JAX's
+  # distributed runtime notices the missing heartbeats and stops process 0 by
+  # itself (the harness would kill it after 45 s), and nothing of step 14 is saved.
+  heartbeat = {"HGRANK_DISTRIBUTED_HEARTBEAT_TIMEOUT": "15"}
+  second = _run_job(workdir, "sigkill", grace_s=45, extra_env={
+      0: heartbeat, 1: dict(heartbeat, HGRANK_SELF_SIGNAL="SIGKILL@14")})
+  assert second[1][0] == -signal.SIGKILL, second[1][1][-3000:]
+  assert second[0][0] not in (0, -signal.SIGKILL), second[0][1][-3000:]  # stopped by itself
+  assert "stopped sending heartbeats" in second[0][1]
+  assert "from step 7" in second[0][1]
   assert not (workdir / "results.json").exists()
   step, state, _ = _checkpoint(workdir, like=a)
   assert step == 10 and int(state["step"]) == 10
-  second = _run_job(workdir)
-  for code, output in second:
+  third = _run_job(workdir, "resume")
+  for code, output in third:
     assert code == 0, output[-3000:]
-    assert "process 1 of 2" in output or "process 0 of 2" in output
-  assert "Resumed" in second[0][1] and "from step 10" in second[0][1]
-  assert "Best step" not in second[1][1]  # only process 0 reports
+  assert "process 0 of 2" in third[0][1] and "process 1 of 2" in third[1][1]
+  assert "Resumed" in third[0][1] and "from step 10" in third[0][1]
+  assert "Best step" not in third[1][1]  # only process 0 reports
 
   got = json.loads((workdir / "results.json").read_text())
   assert got["steps"] == reference["steps"] and got["best_step"] == reference["best_step"]
