@@ -73,3 +73,23 @@ def test_bad_input_is_named():
   batcher = ArrayBatcher(columns, 4, seed=0)
   with pytest.raises(ValueError, match="global_batch_size=4"):
     ArrayBatcher(columns, 5, seed=0).set_state(batcher.get_state())
+
+
+class _FakeSharding:
+  """What one process of a multi-process job sees: the indices its devices hold."""
+
+  def __init__(self, ranges):
+    self.ranges = ranges
+
+  def addressable_devices_indices_map(self, shape):
+    return {device: (slice(a, b),) for device, (a, b) in enumerate(self.ranges)}
+
+
+def test_local_batch_slice_is_the_rows_of_this_process():
+  from hgrank_jax.train.sharding import batch_sharding, local_batch_slice
+  assert local_batch_slice(batch_sharding(data_mesh()), 64) == slice(0, 64)  # one process
+  # Process 1 of 2, 4 devices each, global batch 64: rows 32..63, in any device order.
+  assert local_batch_slice(_FakeSharding([(48, 56), (32, 40), (56, 64), (40, 48)]), 64) == \
+      slice(32, 64)
+  with pytest.raises(ValueError, match="non-contiguous"):
+    local_batch_slice(_FakeSharding([(0, 8), (16, 24)]), 64)
