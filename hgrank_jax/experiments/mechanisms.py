@@ -1,11 +1,16 @@
-"""Mechanism reports: do the learned user codes recover the simulator's true user clusters?
+"""Mechanism reports: the paper's claims about GroupCE, measured on finished runs.
 
 On the simulator the trie of user clusters is known, so the paper's premise — the
 residual codes group similar users — can be measured: the normalised mutual
 information between each code prefix (levels 1..l) and the true cluster at the
 same trie depth, plus codebook usage per level. :func:`learned_user_codes`
 restores a finished GroupCE run's best weights and codebooks and encodes one row
-per user.
+per user; :func:`embedding_cluster_probe` asks whether the user embeddings the
+codes quantise carry the cluster at all (a held-out nearest-centroid probe), which
+separates "the quantiser missed the clusters" from "there was nothing to find".
+:func:`harder_negatives_report` summarises the per-level negative gradients and
+scores that GroupCE runs log during training (the paper's "deeper levels give
+harder negatives").
 """
 
 from __future__ import annotations
@@ -62,6 +67,17 @@ def _restore_best(workdir: pathlib.Path) -> tuple[Any, Any]:
   return state["best_params"], state["best_model_state"]
 
 
+def _first_row_per_user(dataset: Dataset):
+  train = dataset.split("train")
+  users, first = np.unique(train[dataset.spec.user_field], return_index=True)
+  batch = {k: jnp.asarray(v[first]) for k, v in train.items() if k in dataset.spec.column_names}
+  return users, batch
+
+
+def _run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(json.loads((pathlib.Path(workdir) / "config.json").read_text()))
+
+
 def learned_user_codes(workdir: str | pathlib.Path, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
   """``(user_ids [U], codes [U, L])`` from a finished GroupCE run's best weights.
 
@@ -70,14 +86,12 @@ def learned_user_codes(workdir: str | pathlib.Path, dataset: Dataset) -> tuple[n
   """
   from hgrank_jax.train.objectives import hgr_model_from_config  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir)
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  config = _run_config(workdir)
   if config.objective.name != "hgr":
     raise ValueError(f"{workdir} is not a GroupCE (hgr) run: objective {config.objective.name!r}")
   model = hgr_model_from_config(config, dataset.spec)
   params, model_state = _restore_best(workdir)
-  train = dataset.split("train")
-  users, first = np.unique(train[dataset.spec.user_field], return_index=True)
-  batch = {k: jnp.asarray(v[first]) for k, v in train.items() if k in dataset.spec.column_names}
+  users, batch = _first_row_per_user(dataset)
 
   def encode(module, b):
     user_embedding = module.scorer.encode(b)[0]
@@ -86,6 +100,118 @@ def learned_user_codes(workdir: str | pathlib.Path, dataset: Dataset) -> tuple[n
   codes = model.apply({"params": params, RVQ_COLLECTION: model_state[RVQ_COLLECTION]}, batch,
                       method=encode)
   return users, np.asarray(jax.device_get(codes))
+
+
+def learned_user_embeddings(workdir: str | pathlib.Path,
+                            dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+  """``(user_ids [U], e_u [U, d])`` float32 from any finished run's best weights.
+
+  Works for GroupCE runs and for plain scorers (pointwise objectives).
+  """
+  from hgrank_jax.models import make_scorer  # pylint: disable=g-import-not-at-top
+  from hgrank_jax.train.objectives import (  # pylint: disable=g-import-not-at-top
+      _scorer_kwargs, hgr_model_from_config)
+  workdir = pathlib.Path(workdir)
+  config = _run_config(workdir)
+  params, model_state = _restore_best(workdir)
+  users, batch = _first_row_per_user(dataset)
+  if config.objective.name == "hgr":
+    model = hgr_model_from_config(config, dataset.spec)
+    embed = lambda m, b: m.scorer.encode(b)[0]
+    variables = {"params": params, **model_state}
+  else:
+    kwargs = _scorer_kwargs(config)
+    if config.objective.name == "jrc":
+      kwargs["num_tasks"] = 2
+    model = make_scorer(config.model.name, dataset.spec, **kwargs)
+    embed = lambda m, b: m.encode(b)[0]
+    variables = {"params": params}
+  embeddings = model.apply(variables, batch, method=embed)
+  return users, np.asarray(jax.device_get(embeddings), np.float32)
+
+
+def embedding_cluster_probe(embeddings: np.ndarray, clusters: np.ndarray, *, folds: int = 2,
+                            seed: int = 0) -> dict[str, float]:
+  """Held-out nearest-centroid accuracy of predicting ``clusters`` from ``embeddings``.
+
+  Users are split into ``folds`` random folds; each fold is classified by the
+  nearest class centroid (Euclidean, on standardised coordinates) of the other
+  folds. Chance is the majority-class share. An accuracy near chance says the
+  embeddings hold no linearly separable trace of the clusters, so no quantiser
+  of them can recover the clusters either.
+
+  Args:
+    embeddings: ``[U, d]`` float.
+    clusters: ``[U]`` int true cluster per user.
+
+  Returns:
+    ``{"accuracy", "chance", "num_clusters"}``.
+  """
+  x = np.asarray(embeddings, np.float64)
+  y = np.asarray(clusters)
+  if x.ndim != 2 or y.shape != (x.shape[0],):
+    raise ValueError(f"embedding_cluster_probe: expected [U, d] and [U], got {x.shape}, {y.shape}")
+  x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
+  fold = np.random.default_rng(seed).permutation(len(y)) % folds
+  correct = 0
+  for f in range(folds):
+    train, test = fold != f, fold == f
+    labels = np.unique(y[train])
+    centroids = np.stack([x[train & (y == c)].mean(0) for c in labels])
+    distance = ((x[test][:, None, :] - centroids[None]) ** 2).sum(-1)
+    correct += int((labels[distance.argmin(1)] == y[test]).sum())
+  return {"accuracy": correct / len(y), "chance": float(np.bincount(y).max() / len(y)),
+          "num_clusters": int(len(np.unique(y)))}
+
+
+HARDNESS_STATS = ("neg_grad", "neg_grad_per_group", "neg_logit", "pos_logit")
+
+
+def harder_negatives_report(workdirs) -> dict[str, Any]:
+  """Per-level means of the ``hard_*`` training metrics GroupCE runs log.
+
+  Averages every logged training record of every run (each record is already
+  a mean over its logging window). Levels and statistics are those of
+  :func:`hgrank_jax.losses.negative_hardness_per_level`.
+
+  Returns:
+    ``{"runs": n, "records": m, "levels": [{"level", <stat>: mean, "logit_gap":
+    pos_logit - neg_logit}, ...]}``; ``levels`` is empty when no run logged them.
+  """
+  from hgrank_jax.train.writers import read_metrics  # pylint: disable=g-import-not-at-top
+  workdirs = list(workdirs)
+  records = [r for w in workdirs for r in read_metrics(w, "train")
+             if any(k.startswith("hard_") for k in r)]
+  levels = []
+  level = 1
+  while records and f"hard_neg_grad_l{level}" in records[0]:
+    entry = {"level": level}
+    for stat in HARDNESS_STATS:
+      values = np.array([r[f"hard_{stat}_l{level}"] for r in records], np.float64)
+      entry[stat] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    entry["logit_gap"] = entry["pos_logit"] - entry["neg_logit"]
+    levels.append(entry)
+    level += 1
+  return {"runs": len(workdirs), "records": len(records), "levels": levels}
+
+
+def harder_negatives_markdown(report: Mapping[str, Any], title: str) -> str:
+  """The report of :func:`harder_negatives_report` as a markdown section."""
+  lines = [f"# {title}", "",
+           "Logged on every training batch of the GroupCE runs (not used for training); "
+           f"means over {report['records']} logging windows of {report['runs']} runs. "
+           "|dL_l/ds| is the gradient of level l's ListCE on a negative's logit; "
+           "\u00d7 groups multiplies it by the number of occupied groups (the push per group); "
+           "logits are those of negatives and positives sharing a level-l group.", "",
+           "| level | mean abs dL_l/ds on negatives | \u00d7 groups | negative logit | "
+           "positive logit | gap |", "|---|---|---|---|---|---|"]
+  for entry in report["levels"]:
+    lines.append(f"| {entry['level']} | {entry['neg_grad']:.3g} | "
+                 f"{entry['neg_grad_per_group']:.4f} | {entry['neg_logit']:.4f} | "
+                 f"{entry['pos_logit']:.4f} | {entry['logit_gap']:.4f} |")
+  if not report["levels"]:
+    lines.append("| - | not logged by these runs | | | | |")
+  return "\n".join(lines) + "\n"
 
 
 def code_cluster_report(codes: np.ndarray, true_clusters: np.ndarray,

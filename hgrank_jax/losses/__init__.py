@@ -15,6 +15,7 @@ penalty, its Lagrangian, soft NDCG) and are re-exported here.
 from typing import Callable, Optional
 
 from hgrank_jax.losses.groupwise import group_ce
+from hgrank_jax.losses.groupwise import negative_hardness_per_level
 from hgrank_jax.losses.groupwise import per_level_list_ce
 from hgrank_jax.losses.groupwise import uncertainty_weighted_sum
 from hgrank_jax.losses.jrc import jrc_loss
@@ -137,6 +138,7 @@ __all__ = [
     "list_ce",
     "logloss",
     "pairwise_logistic",
+    "negative_hardness_per_level",
     "per_level_list_ce",
     "quota_lagrangian",
     "quota_penalty",

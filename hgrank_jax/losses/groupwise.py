@@ -142,6 +142,85 @@ def per_level_list_ce(
                             codebook_size=None if codebook_size is None else int(codebook_size))
 
 
+def negative_hardness_per_level(
+    logits: Array,
+    labels: Array,
+    *,
+    codes: Array,
+    where: Optional[Array] = None,
+    codebook_size: Optional[int] = None,
+    eps: float = LABEL_EPSILON,
+) -> dict:
+  r"""How hard the negatives of each level's groups are: the "harder negatives" report.
+
+  The paper argues that deeper levels (smaller groups of more similar users)
+  confront a positive with harder negatives. For each level ``l`` this measures,
+  on one batch:
+
+  * ``neg_grad``: the mean over valid negatives (label 0) of
+    :math:`|\partial\,\mathrm{ListCE}^{(l)} / \partial s_i|`, the gradient of
+    that level's loss on the negative's logit (a level whose loss pushes
+    negatives down harder has larger values; it includes the level's
+    ``1/M_l`` average over groups);
+  * ``neg_grad_per_group``: the same times the number of occupied groups
+    ``M_l``, i.e. the push per group, comparable across levels of different
+    group counts;
+  * ``neg_logit``: the mean logit of valid negatives that share a level-``l``
+    group with at least one positive (the negatives the loss contrasts with a
+    positive); ``pos_logit``: the mean logit of the positives in those groups.
+
+  Nothing here feeds the training loss: the logits are behind
+  ``stop_gradient``.
+
+  Args:
+    logits: ``[n]`` float logits (one flat batch).
+    labels: ``[n]`` labels in [0, 1]; a row is a negative when its label is 0.
+    codes: ``[n, L]`` int codes in ``[0, K)``.
+    where: optional ``[n]`` bool mask.
+    codebook_size: optional K (grouping without a sort, as in :func:`group_ce`).
+    eps: label normaliser of ListCE.
+
+  Returns:
+    dict of ``[L]`` float32 arrays: ``neg_grad``, ``neg_grad_per_group``,
+    ``neg_logit`` and ``pos_logit`` (NaN where a level has no such row).
+  """
+  logits = jax.lax.stop_gradient(jnp.asarray(logits, jnp.float32))
+  labels = jnp.asarray(labels, jnp.float32)
+  codes = jnp.asarray(codes)
+  if logits.ndim != 1 or codes.ndim != 2 or codes.shape[0] != logits.shape[0]:
+    raise ValueError(f"negative_hardness_per_level: expected logits [n] and codes [n, L], got "
+                     f"{logits.shape} and {codes.shape}")
+  n, num_levels = codes.shape
+  valid = jnp.ones((n,), bool) if where is None else jnp.asarray(where, bool)
+  level_grads = jax.jacrev(lambda s: _per_level_list_ce(
+      s, labels, codes, valid, None, eps,
+      codebook_size=None if codebook_size is None else int(codebook_size)))(logits)  # [L, n]
+  if codebook_size is not None and codebook_size**num_levels <= seg.DIRECT_PREFIX_LIMIT:
+    ids, num_groups = seg.code_prefix_ids(codes, codebook_size=int(codebook_size), where=valid)
+  else:
+    ids, num_groups = seg.prefix_segment_ids(codes, where=valid)
+  negative = valid & (labels == 0)
+  positive = valid & (labels > 0)
+  nan = jnp.float32(jnp.nan)
+
+  def masked_mean(values, mask):
+    count = jnp.sum(mask)
+    return jnp.where(count > 0, jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(count, 1), nan)
+
+  out = {"neg_grad": [], "neg_grad_per_group": [], "neg_logit": [], "pos_logit": []}
+  for level in range(num_levels):
+    grad = jnp.abs(level_grads[level])
+    positives_in_group = jax.ops.segment_sum(positive.astype(jnp.int32), ids[level],
+                                             num_segments=n + 1)
+    contrasted = negative & (positives_in_group[ids[level]] > 0)
+    contrasting = positive & (positives_in_group[ids[level]] > 0)
+    out["neg_grad"].append(masked_mean(grad, negative))
+    out["neg_grad_per_group"].append(masked_mean(grad, negative) * num_groups[level])
+    out["neg_logit"].append(masked_mean(logits, contrasted))
+    out["pos_logit"].append(masked_mean(logits, contrasting))
+  return {k: jnp.stack(v).astype(jnp.float32) for k, v in out.items()}
+
+
 @jax.jit
 def uncertainty_weighted_sum(level_losses: Array, log_sigma: Array) -> Array:
   r"""Kendall-style weighting :math:`\sum_l e^{-2\log\sigma_l}/2 \cdot L_l +

@@ -132,10 +132,16 @@ def build_objective(config, spec: FeatureSpec) -> Objective:
                             hierarchical_weight=hierarchical_weight,
                             codebook_size=int(hgr.codebook_size))
     aux = dict(terms)
+    # The "harder negatives per level" report: logged, never trained on.
+    hardness = losses.negative_hardness_per_level(out.logits, batch[label], codes=out.codes,
+                                                  where=batch["mask"],
+                                                  codebook_size=int(hgr.codebook_size))
     for level in range(out.log_sigma.shape[0]):
       aux[f"log_sigma_l{level + 1}"] = out.log_sigma[level]
       for stat, values in out.stats.items():
         aux[f"rvq_{stat}_l{level + 1}"] = values[level]
+      for stat, values in hardness.items():
+        aux[f"hard_{stat}_l{level + 1}"] = values[level]
     return value, ({**model_state, **updated}, aux)
 
   def predict(params, model_state, batch):

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from hgrank_jax.experiments.mechanisms import (code_cluster_report, normalized_mutual_information,
-                                               prefix_ids)
+from hgrank_jax.experiments.mechanisms import (code_cluster_report, embedding_cluster_probe,
+                                               harder_negatives_report,
+                                               normalized_mutual_information, prefix_ids)
 
 
 def test_nmi_equals_sklearn():
@@ -63,3 +64,42 @@ def test_learned_codes_of_a_trained_run_match_the_model_and_report_nmi(tmp_path)
   report = simulator_code_report(tmp_path, dataset, world.user_cluster)
   assert len(report["levels"]) == 2
   assert all(0.0 <= level["nmi"] <= 1.0 for level in report["levels"])
+
+
+def test_embedding_probe_separates_clustered_from_random_embeddings():
+  rng = np.random.default_rng(3)
+  clusters = rng.integers(0, 4, 400)
+  centres = rng.normal(size=(4, 8)) * 3
+  clustered = centres[clusters] + rng.normal(size=(400, 8))
+  noise = rng.normal(size=(400, 8))
+  separable = embedding_cluster_probe(clustered, clusters)
+  blind = embedding_cluster_probe(noise, clusters)
+  chance = np.bincount(clusters).max() / 400
+  assert separable["chance"] == pytest.approx(chance) and separable["num_clusters"] == 4
+  assert separable["accuracy"] > 0.95
+  assert abs(blind["accuracy"] - 0.25) < 0.08  # 4 balanced clusters: 1/4 expected
+
+
+def test_harder_negatives_report_averages_logged_records(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  values = {"neg_grad": [[1e-4, 2e-4], [3e-4, 4e-4]], "neg_grad_per_group": [[0.1, 0.2], [0.3, 0.5]],
+            "neg_logit": [[-1.0, -0.5], [-2.0, -1.5]], "pos_logit": [[0.0, 0.5], [1.0, 1.5]]}
+  for run in range(2):
+    lines = [{"kind": "eval", "step": 5, "valid_gauc": 0.6}]
+    for record in range(2):
+      entry = {"kind": "train", "step": record + 1, "loss": 1.0}
+      for stat, per_run in values.items():
+        for level in range(2):
+          entry[f"hard_{stat}_l{level + 1}"] = per_run[record][level] + run
+      lines.append(entry)
+    (tmp_path / str(run)).mkdir()
+    (tmp_path / str(run) / "metrics.jsonl").write_text("\n".join(json.dumps(l) for l in lines))
+  report = harder_negatives_report([tmp_path / "0", tmp_path / "1"])
+  assert report["runs"] == 2 and report["records"] == 4 and len(report["levels"]) == 2
+  for level in range(2):
+    for stat, per_run in values.items():
+      want = np.mean([per_run[r][level] + run for run in range(2) for r in range(2)])
+      assert report["levels"][level][stat] == pytest.approx(want)
+    gap = report["levels"][level]["pos_logit"] - report["levels"][level]["neg_logit"]
+    assert report["levels"][level]["logit_gap"] == pytest.approx(gap)
+  assert harder_negatives_report([tmp_path / "missing"])["levels"] == []

@@ -90,6 +90,12 @@ def test_reproduce_runlocal_writes_complete_tables_and_reuses_runs(tmp_path):
   assert set(table2["tables"]) == {"cold", "warm"}
   assert (out / "figure4.png").stat().st_size > 1000
   assert (out / "convergence.png").stat().st_size > 1000
+  hardness = json.loads((out / "harder_negatives.json").read_text())
+  assert [level["level"] for level in hardness["levels"]] == [1, 2, 3]  # the default L = 3
+  assert all(np.isfinite(level["neg_grad"]) and level["neg_grad"] > 0
+             for level in hardness["levels"])
+  codes = json.loads((out / "codes_vs_clusters.json").read_text())
+  assert codes["codes"] and {p["row"] for p in codes["probes"]} == {"LogLoss", "GroupCE"}
   runs = sorted(p.name for p in (out / "runs").iterdir())
   mtimes = {p: (out / "runs" / p / "results.json").stat().st_mtime for p in runs}
   reproduce(config, log=lambda _: None)  # everything cached: no run trains again

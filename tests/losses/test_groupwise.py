@@ -73,6 +73,40 @@ def test_known_codebook_size_groups_without_sorting_same_values(codebook_size):
                                  where=valid.reshape(lists, rows), codebook_size=codebook_size)
   np.testing.assert_allclose(got, keyed, rtol=1e-5)
 
+
+def test_negative_hardness_matches_closed_form_gradients():
+  # For a negative i in group G (with positives) of level l, ListCE_l on log-sigmoid
+  # scores has d/ds_i = Y/(Y + eps) * softmax_G(log sigmoid s)_i * (1 - sigmoid(s_i)) / M_l.
+  logits, labels, codes, valid = _batch(4)
+  got = losses.negative_hardness_per_level(logits, labels, codes=codes, where=valid,
+                                           codebook_size=K)
+  sig = 1 / (1 + np.exp(-logits.astype(np.float64)))
+  negative = valid & (labels == 0)
+  for level in range(1, LEVELS + 1):
+    keys = [tuple(codes[i, :level]) for i in range(N)]
+    groups = {}
+    for i in np.flatnonzero(valid):
+      groups.setdefault(keys[i], []).append(i)
+    grad = np.zeros(N)
+    contrasted, contrasting = [], []
+    for rows in groups.values():
+      rows = np.array(rows)
+      total = labels[rows].sum()
+      probs = sig[rows] / sig[rows].sum()
+      grad[rows] = total / (total + 1e-8) * probs * (1 - sig[rows]) / len(groups)
+      if total > 0:
+        contrasted += [i for i in rows if labels[i] == 0]
+        contrasting += [i for i in rows if labels[i] > 0]
+    np.testing.assert_allclose(got["neg_grad"][level - 1], grad[negative].mean(), rtol=1e-4)
+    np.testing.assert_allclose(got["neg_grad_per_group"][level - 1],
+                               grad[negative].mean() * len(groups), rtol=1e-4)
+    np.testing.assert_allclose(got["neg_logit"][level - 1], logits[contrasted].mean(), rtol=1e-5)
+    np.testing.assert_allclose(got["pos_logit"][level - 1], logits[contrasting].mean(), rtol=1e-5)
+  # Without codebook_size (sorting path) the same numbers.
+  unsized = losses.negative_hardness_per_level(logits, labels, codes=codes, where=valid)
+  for key in got:
+    np.testing.assert_allclose(unsized[key], got[key], rtol=1e-6)
+
 def test_group_ce_with_segments_splits_every_level():
   logits, labels, codes, valid = _batch(2)
   segments = np.arange(N) % 2
