@@ -36,6 +36,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.warmup_steps = 0
   config.grad_clip_norm = 0.0    # 0 disables clipping
   config.max_checkpoints = 2
+  config.checkpoint_every_steps = 0   # 0: checkpoint at every evaluation only
+  config.data_source = "memory"       # or "streaming": array_record blocks at data_path
+  config.data_path = ""               # see benchmarks/pipeline.py and docs/scaling.md
+  config.stream_window_blocks = 8     # blocks shuffled together when streaming
 
   config.model = ml_collections.ConfigDict(dict(
       name="dnn", hidden_layers=(256, 128), dropout_rate=0.0,

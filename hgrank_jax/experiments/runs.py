@@ -15,12 +15,18 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from hgrank_jax.train.checkpoint import identity_config
 from hgrank_jax.train.loop import train_and_evaluate
 
 
 def config_hash(config: ml_collections.ConfigDict) -> str:
-  """A short stable hash of every value in ``config``."""
-  text = json.dumps(config.to_dict(), sort_keys=True, default=str)
+  """A short stable hash of every value in ``config``.
+
+  Keys at their neutral default (``train.checkpoint.NEUTRAL_DEFAULTS``: added
+  after runs were cached, at the value that reproduces the old behaviour) are
+  left out, so adding such a key keeps every cached run's hash.
+  """
+  text = json.dumps(identity_config(config.to_dict()), sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -44,5 +50,9 @@ def run(config: ml_collections.ConfigDict, runs_dir: pathlib.Path | str, name: s
   """Trains (or reuses) one run; returns the trainer's results plus ``workdir``."""
   workdir = pathlib.Path(runs_dir) / f"{name}-{config_hash(config)}"
   results = dict(train_and_evaluate(config, workdir, dataset=dataset))
+  if "interrupted_at" in results:  # SIGTERM/SIGINT: the run saved a checkpoint and stopped
+    print(f"Interrupted in {workdir} at step {results['interrupted_at']}; rerun the same "
+          "command to resume (finished runs are reused).")
+    raise SystemExit(0)
   results["workdir"] = str(workdir)
   return results

@@ -54,6 +54,24 @@ def check_writable(directory: pathlib.Path, what: str) -> None:
         f"permissions or choose another --workdir.") from e
 
 
+# Keys added to the configs after runs were made, with the value that gives the
+# old behaviour. A config holding such a key at that value is the same run as one
+# without the key: it hashes alike (experiments.runs.config_hash) and passes the
+# workdir guard, so adding a key never orphans finished runs.
+NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "checkpoint_every_steps": 0,
+    "data_source": "memory",
+    "data_path": "",
+    "stream_window_blocks": 8,
+}
+
+
+def identity_config(config_dict: Mapping[str, Any]) -> dict[str, Any]:
+  """``config_dict`` without the top-level keys that sit at their neutral default."""
+  return {k: v for k, v in dict(config_dict).items()
+          if not (k in NEUTRAL_DEFAULTS and v == NEUTRAL_DEFAULTS[k])}
+
+
 def prepare_workdir(workdir: str | os.PathLike, config_dict: Mapping[str, Any],
                     *, ignore_keys: tuple[str, ...] = ()) -> pathlib.Path:
   """Creates ``workdir`` (or checks an existing one) before any compilation.
@@ -76,7 +94,7 @@ def prepare_workdir(workdir: str | os.PathLike, config_dict: Mapping[str, Any],
   current = json.loads(json.dumps(dict(config_dict), default=str))
   if config_path.exists():
     saved = json.loads(config_path.read_text())
-    a, b = flatten_dict(saved), flatten_dict(current)
+    a, b = flatten_dict(identity_config(saved)), flatten_dict(identity_config(current))
     differing = sorted(k for k in set(a) | set(b)
                        if a.get(k, "<missing>") != b.get(k, "<missing>") and k not in ignore_keys)
     if differing:

@@ -5,6 +5,7 @@ import json
 import pathlib
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 from scipy import stats
@@ -101,3 +102,19 @@ def test_reproduce_runlocal_writes_complete_tables_and_reuses_runs(tmp_path):
   reproduce(config, log=lambda _: None)  # everything cached: no run trains again
   assert sorted(p.name for p in (out / "runs").iterdir()) == runs
   assert all((out / "runs" / p / "results.json").stat().st_mtime == mtimes[p] for p in runs)
+
+
+def test_neutral_default_keys_keep_hashes_and_workdirs(tmp_path):
+  # Keys added to the configs later, at the value that gives the old behaviour,
+  # must not orphan cached runs: same hash, and the workdir guard accepts them.
+  from hgrank_jax.experiments.runs import config_hash  # pylint: disable=g-import-not-at-top
+  from hgrank_jax.train.checkpoint import NEUTRAL_DEFAULTS, prepare_workdir  # pylint: disable=g-import-not-at-top
+  old = ml_collections.ConfigDict({"learning_rate": 1e-3, "model": {"name": "dnn"}})
+  new = ml_collections.ConfigDict({**old.to_dict(), **NEUTRAL_DEFAULTS})
+  assert config_hash(old) == config_hash(new)
+  changed = ml_collections.ConfigDict({**new.to_dict(), "data_source": "streaming"})
+  assert config_hash(changed) != config_hash(old)
+  prepare_workdir(tmp_path / "w", old.to_dict())
+  prepare_workdir(tmp_path / "w", new.to_dict())  # accepted
+  with pytest.raises(ValueError, match="data_source"):
+    prepare_workdir(tmp_path / "w", changed.to_dict())
