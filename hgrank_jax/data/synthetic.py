@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 # Named sizes for the dataset registry; every other field keeps its default.
-VIEWS = ("tiny", "small", "default", "large")
+VIEWS = ("tiny", "small", "dense", "default", "large")
 _VIEW_SIZES: dict[str, dict[str, Any]] = {
     # A few hundred rows: unit tests and doctests.
     "tiny": dict(num_users=60, trie_depth=2, trie_branching=3, num_categories=6, num_items=200,
@@ -62,6 +62,9 @@ _VIEW_SIZES: dict[str, dict[str, Any]] = {
                  num_list_requests=16, list_candidates=20, chunk_requests=16),
     # About 200k rows: quick experiments on a CPU.
     "small": dict(num_users=2000, num_items=5000, num_requests=20000),
+    # The small world observed 5x longer: about 1M rows, 500 per user, so that
+    # per-user embeddings can pick up the cluster structure (issue 7 analysis).
+    "dense": dict(num_users=2000, num_items=5000, num_requests=100000),
     # About 2M rows: still comfortable in memory.
     "default": dict(num_users=20000, num_items=20000, num_requests=200000),
     # About 20M rows: stream with iter_log_chunks rather than materialising.

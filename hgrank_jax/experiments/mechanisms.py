@@ -164,6 +164,26 @@ def embedding_cluster_probe(embeddings: np.ndarray, clusters: np.ndarray, *, fol
           "num_clusters": int(len(np.unique(y)))}
 
 
+
+def simulator_oracle_metrics(view: str, seed: int = 0) -> dict[str, dict[str, float]]:
+  """Test metrics of the simulator's true probabilities: the ceiling a scorer aims at.
+
+  ``relevance`` is the true click probability once an item is examined (what a
+  position-debiased scorer estimates); ``click_prob`` also includes the position
+  bias of the logged slot. Both are scored against the logged test clicks.
+  """
+  from hgrank_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from hgrank_jax.train.evaluation import classification_metrics  # pylint: disable=g-import-not-at-top
+  logs = synthetic.make_dataset(synthetic.config_for_view(view, seed=seed))
+  test = logs.dataset.split("test")
+  spec = logs.dataset.spec
+  out = {}
+  for name in ("relevance", "click_prob"):
+    p = np.clip(np.asarray(logs.truth["test"][name], np.float64), 1e-7, 1 - 1e-7)
+    out[name] = classification_metrics(np.log(p / (1 - p)), test[spec.label], test[spec.user_field])
+  return out
+
+
 HARDNESS_STATS = ("neg_grad", "neg_grad_per_group", "neg_logit", "pos_logit")
 
 

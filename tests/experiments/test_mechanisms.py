@@ -103,3 +103,15 @@ def test_harder_negatives_report_averages_logged_records(tmp_path):
     gap = report["levels"][level]["pos_logit"] - report["levels"][level]["neg_logit"]
     assert report["levels"][level]["logit_gap"] == pytest.approx(gap)
   assert harder_negatives_report([tmp_path / "missing"])["levels"] == []
+
+
+def test_simulator_oracle_auc_equals_sklearn_on_true_probabilities():
+  from sklearn.metrics import roc_auc_score  # pylint: disable=g-import-not-at-top
+  from hgrank_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from hgrank_jax.experiments.mechanisms import simulator_oracle_metrics  # pylint: disable=g-import-not-at-top
+  oracle = simulator_oracle_metrics("tiny", seed=0)
+  logs = synthetic.make_dataset(synthetic.config_for_view("tiny", seed=0))
+  clicks = logs.dataset.split("test")["click"]
+  for name in ("relevance", "click_prob"):
+    want = roc_auc_score(clicks, logs.truth["test"][name])
+    assert oracle[name]["auc"] == pytest.approx(want, abs=1e-6)

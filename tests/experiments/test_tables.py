@@ -97,6 +97,7 @@ def test_reproduce_runlocal_writes_complete_tables_and_reuses_runs(tmp_path):
              for level in hardness["levels"])
   codes = json.loads((out / "codes_vs_clusters.json").read_text())
   assert codes["codes"] and {p["row"] for p in codes["probes"]} == {"LogLoss", "GroupCE"}
+  assert 0.0 <= codes["oracle"]["relevance"]["gauc"] <= 1.0
   runs = sorted(p.name for p in (out / "runs").iterdir())
   mtimes = {p: (out / "runs" / p / "results.json").stat().st_mtime for p in runs}
   reproduce(config, log=lambda _: None)  # everything cached: no run trains again
