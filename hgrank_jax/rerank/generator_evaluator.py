@@ -109,14 +109,15 @@ def train_evaluator(config: EvaluatorConfig, inputs, lists, utilities, *, key, l
                       inputs["user"][:2], lists[:2])
   optimizer = optax.adam(config.learning_rate)
   opt_state = optimizer.init(params)
-  # Regressing the utility centred per request keeps the target scale small;
-  # only differences within a request matter for the pick.
+  # Only differences within a request matter for the pick, so predictions and
+  # targets are both centred per request before the squared error.
   offset = utilities.mean(1, keepdims=True)
 
   @jax.jit
   def step(params, opt_state, features, score, user, batch_lists, target, batch_offset):
     def loss_fn(p):
       value = model.apply(p, features, score, user, batch_lists)
+      value = value - value.mean(-1, keepdims=True)
       return jnp.mean((value - (target - batch_offset)) ** 2)
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
