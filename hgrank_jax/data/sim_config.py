@@ -66,6 +66,10 @@ class SimulatorConfig:
     popularity_weight: weight of the standardised log-popularity.
     position_bias_power: examination probability at 0-based position k is
       ``(k + 1) ** -position_bias_power``.
+    user_profile_noise: when set, the logs carry an observed ``user_profile``
+      column (user tower): the user's true preference vector plus Gaussian noise
+      of this per-coordinate std, fixed per user, like the rich user features of
+      the paper's datasets. None (default) leaves the logs id-only.
 
     long_view: whether to generate the second task (a long view needs a click).
     long_view_base: intercept of the long-view-given-click logit.
@@ -131,6 +135,7 @@ class SimulatorConfig:
   category_weight: float = 0.5
   popularity_weight: float = 0.3
   position_bias_power: float = 0.8
+  user_profile_noise: float | None = None
 
   long_view: bool = True
   long_view_base: float = -0.5

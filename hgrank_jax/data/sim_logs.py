@@ -24,7 +24,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from hgrank_jax.data.sim_config import SimulatorConfig
-from hgrank_jax.data.sim_world import LOG_STREAM, SimWorld, build_world, true_scores
+from hgrank_jax.data.sim_world import (LOG_STREAM, SimWorld, build_world,
+                                       observed_user_profiles, true_scores)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +166,8 @@ def log_chunk(world: SimWorld, index: int) -> LogChunk:
       "is_random": np.repeat(is_random.astype(np.int32), shown),
       "click": click.ravel().astype(np.float32),
   }
+  if cfg.user_profile_noise is not None:
+    columns["user_profile"] = observed_user_profiles(world)[columns["user_id"]]
   row_truth = {"relevance": truth["relevance"].ravel(), "click_prob": click_prob.ravel()}
   if cfg.long_view:
     columns["long_view"] = long_view.ravel().astype(np.float32)

@@ -32,6 +32,7 @@ from hgrank_jax.data.sim_config import SimulatorConfig
 # independent streams, so adding requests never changes the world.
 WORLD_STREAM = 0
 LOG_STREAM = 1
+PROFILE_STREAM = 2  # the observed user profiles' noise (config.user_profile_noise)
 LIST_STREAM = 2
 
 
@@ -314,3 +315,17 @@ def true_scores(world: SimWorld, users: np.ndarray, items: np.ndarray) -> dict[s
       "affinity": affinity.astype(np.float32),
       "long_view_given_click": _sigmoid(long_view_logit).astype(np.float32),
   }
+
+
+def observed_user_profiles(world: SimWorld) -> np.ndarray:
+  """``[U, d]`` float32: preference + N(0, user_profile_noise^2), fixed per user.
+
+  Drawn from its own stream ``(seed, PROFILE_STREAM)``, so worlds and logs
+  without profiles are unchanged by the option.
+  """
+  cfg = world.config
+  if cfg.user_profile_noise is None:
+    raise ValueError("observed_user_profiles: config.user_profile_noise is None")
+  rng = np.random.default_rng([cfg.seed, PROFILE_STREAM])
+  noise = cfg.user_profile_noise * rng.standard_normal(world.user_preference.shape)
+  return (world.user_preference + noise).astype(np.float32)

@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from hgrank_jax.data.dataset import SPLITS, Dataset
-from hgrank_jax.data.features import CategoricalFeature, FeatureSpec
+from hgrank_jax.data.features import CategoricalFeature, FeatureSpec, NumericFeature
 from hgrank_jax.data.sim_config import SimulatorConfig
 from hgrank_jax.data.sim_lists import (RequestLists, concat_lists, iter_list_chunks, list_chunk,
                                        list_utility)
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 # Named sizes for the dataset registry; every other field keeps its default.
-VIEWS = ("tiny", "small", "dense", "default", "large")
+VIEWS = ("tiny", "small", "dense", "unbiased", "profiled", "default", "large")
 _VIEW_SIZES: dict[str, dict[str, Any]] = {
     # A few hundred rows: unit tests and doctests.
     "tiny": dict(num_users=60, trie_depth=2, trie_branching=3, num_categories=6, num_items=200,
@@ -65,6 +65,12 @@ _VIEW_SIZES: dict[str, dict[str, Any]] = {
     # The small world observed 5x longer: about 1M rows, 500 per user, so that
     # per-user embeddings can pick up the cluster structure (issue 7 analysis).
     "dense": dict(num_users=2000, num_items=5000, num_requests=100000),
+    # The small world without position bias: clicks follow relevance alone, so
+    # user preferences (and their cluster trie) are the whole signal.
+    "unbiased": dict(num_users=2000, num_items=5000, num_requests=20000, position_bias_power=0.0),
+    # ... and with an observed user profile (true preference + noise) in the user tower.
+    "profiled": dict(num_users=2000, num_items=5000, num_requests=20000, position_bias_power=0.0,
+                     user_profile_noise=0.5),
     # About 2M rows: still comfortable in memory.
     "default": dict(num_users=20000, num_items=20000, num_requests=200000),
     # About 20M rows: stream with iter_log_chunks rather than materialising.
@@ -82,8 +88,9 @@ def config_for_view(view: str, *, seed: int = 0, **overrides) -> SimulatorConfig
 def log_feature_spec(config: SimulatorConfig) -> FeatureSpec:
   """Columns of the pointwise logs that a model may read, and their labels.
 
-  user_id feeds the user tower; item_id, category and business the item tower;
-  position and is_random (whether the request was random exposure) are context.
+  user_id (and user_profile when ``config.user_profile_noise`` is set) feed the
+  user tower; item_id, category and business the item tower; position and
+  is_random (whether the request was random exposure) are context.
   Labels are click, then long_view when ``config.long_view``.
   """
   return FeatureSpec(
@@ -95,6 +102,8 @@ def log_feature_spec(config: SimulatorConfig) -> FeatureSpec:
           CategoricalFeature("position", config.impressions_per_request, tower="context"),
           CategoricalFeature("is_random", 2, tower="context"),
       ),
+      numeric=((NumericFeature("user_profile", config.embedding_dim, tower="user"),)
+               if config.user_profile_noise is not None else ()),
       labels=("click", "long_view") if config.long_view else ("click",),
       user_field="user_id",
       item_field="item_id",

@@ -415,3 +415,23 @@ def test_views_give_the_documented_sizes():
   assert clicks_only.dataset.spec.labels == ("click",)
   assert "long_view" not in clicks_only.dataset.splits["train"]
   assert "long_view_prob" not in clicks_only.truth["train"]
+
+
+def test_user_profile_is_noisy_preference_fixed_per_user_and_off_by_default():
+  from hgrank_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  plain = synthetic.make_dataset(synthetic.config_for_view("tiny"))
+  assert "user_profile" not in plain.dataset.split("train") and not plain.dataset.spec.numeric
+  noise = 0.5
+  logs = synthetic.make_dataset(synthetic.config_for_view("tiny", user_profile_noise=noise))
+  train = logs.dataset.split("train")
+  # The option adds a column and changes nothing else about the logs.
+  for name, column in plain.dataset.split("train").items():
+    np.testing.assert_array_equal(train[name], column)
+  assert logs.dataset.spec.numeric[0].tower == "user"
+  profiles, users = train["user_profile"], train["user_id"]
+  for user in np.unique(users)[:10]:
+    rows = profiles[users == user]
+    assert np.all(rows == rows[0])  # one observed profile per user
+  first = np.unique(users, return_index=True)[1]
+  residual = profiles[first] - logs.world.user_preference[users[first]]
+  assert abs(residual.std() - noise) < 0.1 and abs(residual.mean()) < 0.1
