@@ -267,7 +267,8 @@ def main():
   print(f"\nper-list latency, n={args.n} k={args.k} batch {args.batch} (JAX: best of "
         f"{args.repeats}, compile excluded; numpy: one list at a time over "
         f"{args.numpy_lists} lists)")
-  header = f"{'reranker':<13}{'JAX ms/list':>12}{'numpy ms/list':>15}{'speed-up':>10}{'same picks':>12}"
+  header = (f"{'reranker':<13}{'JAX ms/list':>12}{'numpy ms/list':>15}{'speed-up':>10}"
+            f"{'same picks':>12}")
   print(header)
   print("-" * len(header))
   for name, row in rows.items():

@@ -17,7 +17,9 @@ validation true utility (``dual_step`` > 0 would switch on dual ascent on the
 validation violation of the unconstrained lists instead). "Seq2Slate + quota,
 REINFORCE" fine-tunes each seed's Seq2Slate + quota by policy gradient on the
 true utility; "generator-evaluator" lets a learned list evaluator pick among
-feasible proposals of that seed's PRM + quota and Seq2Slate + quota. ``runlocal`` shrinks everything to a smoke run of well under a minute.
+feasible proposals of that seed's PRM + quota and Seq2Slate + quota.
+``runlocal`` shrinks everything to a smoke run (a few minutes on a loaded
+2-core CPU, mostly compilation).
 """
 
 import ml_collections

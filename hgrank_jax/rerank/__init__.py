@@ -10,10 +10,11 @@ position-by-position decoders share with the greedy. All return candidate
 indices ``[..., k]`` in list order with ``-1`` for unfilled slots; see
 docs/reranking.md.
 
-Submodules not imported here: :mod:`.learned` (inputs, loss, training and
-inference of the PRM / Seq2Slate models), :mod:`.experiment` (the comparison
-run by ``launch/rerank.py``) and :mod:`.generator_evaluator` (candidate lists scored by a learned list
-evaluator); the latency benchmark is ``benchmarks/rerank.py``.
+Submodules not imported here: :mod:`.learned` (inputs, loss, training
+including REINFORCE, and inference of the PRM / Seq2Slate models),
+:mod:`.generator_evaluator` (feasible candidate lists, a learned list
+evaluator picks) and :mod:`.experiment` (the comparison run by
+``launch/rerank.py``). The latency benchmark is ``benchmarks/rerank.py``.
 """
 
 from hgrank_jax.rerank.constrained import CategoryState

@@ -205,9 +205,9 @@ def _generator_evaluator(config, trained, truth, splits, rows, evals, log):
   for seed in range(config.num_seeds):
     generate = generator(seed)
     key = jax.random.PRNGKey(200 + seed)
+    noises = (evaluator_config.noise,) + tuple(evaluator_config.train_noise)
     train_lists = jnp.concatenate(
-        [generate(train_x, jax.random.fold_in(key, i), noise)
-         for i, noise in enumerate((evaluator_config.noise,) + tuple(evaluator_config.train_noise))],
+        [generate(train_x, jax.random.fold_in(key, i), noise) for i, noise in enumerate(noises)],
         axis=1)
     model, params, _ = ge.train_evaluator(evaluator_config, train_x, train_lists,
                                           utility(train_lists, train_rows), key=key, log=log)
