@@ -119,3 +119,16 @@ def test_neutral_default_keys_keep_hashes_and_workdirs(tmp_path):
   prepare_workdir(tmp_path / "w", new.to_dict())  # accepted
   with pytest.raises(ValueError, match="data_source"):
     prepare_workdir(tmp_path / "w", changed.to_dict())
+
+
+def test_table1_variants_pick_dataset_rows_and_folder():
+  sys.path.insert(0, str(ROOT / "configs"))
+  import table1  # pylint: disable=g-import-not-at-top
+  core = table1.get_config("simulator_profiled,core")
+  assert core.name == "simulator_profiled_core" and core.num_seeds == 5
+  assert [row.key for row in core.table1_rows] == ["logloss", "listce", "groupce"]
+  assert all(not row.grid for row in core.table1_rows)
+  assert core.train.dataset == "synthetic:profiled" and tuple(core.train.model.bias_features) == ()
+  assert table1.get_config("simulator").train.dataset == "synthetic:small"
+  with pytest.raises(ValueError, match="unknown"):
+    table1.get_config("simulator,fast")
