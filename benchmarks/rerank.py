@@ -228,9 +228,9 @@ def greedy_gap(args):
   scores = 1.0 / (1.0 + np.exp(-lists.inputs["initial_score"]))
   categories, where = lists.inputs["category"], lists.inputs["where"]
   spec = dict(max_count=2, max_run=1, num_categories=20, where=where)
-  constrained(scores, categories, 10, best_effort=True, **spec)   # compile
+  jax.block_until_ready(constrained(scores, categories, 10, best_effort=True, **spec))  # compile
   start = time.perf_counter()
-  greedy = constrained(scores, categories, 10, best_effort=True, **spec)
+  greedy = jax.block_until_ready(constrained(scores, categories, 10, best_effort=True, **spec))
   greedy_ms = 1e3 * (time.perf_counter() - start) / len(scores)
   start = time.perf_counter()
   optimum = exact(scores, categories, 10, best_effort=True, **spec)
