@@ -351,20 +351,21 @@ def _plot_pareto(summary, path):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  figure, axis = plt.subplots(figsize=(6, 4.5))
+  figure, axis = plt.subplots(figsize=(9, 4.8))
   sweep = summary["pareto"]
   axis.plot([p["quota_satisfied"] for p in sweep], [p["ndcg"] for p in sweep], "o-",
-            label="PRM, lambda sweep (unconstrained decoding)")
+            color="black", label="PRM, lambda sweep (unconstrained decoding)")
   for point in sweep:
-    axis.annotate(f"{point['quota_weight']:g}", (point["quota_satisfied"], point["ndcg"]),
-                  textcoords="offset points", xytext=(4, 4), fontsize=8)
-  for name, row in summary["rows"].items():
-    axis.plot(row["quota_satisfied"], row["ndcg"], "x")
-    axis.annotate(name, (row["quota_satisfied"], row["ndcg"]), textcoords="offset points",
-                  xytext=(4, -10), fontsize=7)
+    axis.annotate(f"lambda={point['quota_weight']:g}", (point["quota_satisfied"], point["ndcg"]),
+                  textcoords="offset points", xytext=(5, 3), fontsize=7)
+  # Methods go in the legend: several share quota satisfaction 1.0.
+  markers = "xs^vD<>pP*h+d"
+  for index, (name, row) in enumerate(summary["rows"].items()):
+    axis.plot(row["quota_satisfied"], row["ndcg"], markers[index % len(markers)], ms=7,
+              fillstyle="none", label=f"{name} (utility {row['utility']:.3f})")
   axis.set_xlabel("quota satisfaction rate (test lists)")
   axis.set_ylabel("NDCG@k vs true click probabilities")
-  axis.legend(fontsize=8, loc="lower left")
+  axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   plt.close(figure)
