@@ -135,7 +135,8 @@ def dpp_greedy(quality, embeddings, k, *, jitter=1e-6, epsilon=1e-9, where=None)
     k: static int, ``1 <= k <= n``.
     jitter: float >= 0 added to the diagonal.
     epsilon: float stopping threshold on the Schur complement.
-    where: optional bool ``[..., n]``.
+    where: optional bool ``[..., n]``. Items whose quality or embedding is not
+      finite are skipped as if masked.
 
   Returns:
     int32 ``[..., k]``.
@@ -144,7 +145,12 @@ def dpp_greedy(quality, embeddings, k, *, jitter=1e-6, epsilon=1e-9, where=None)
   embeddings = jnp.asarray(embeddings, jnp.float32)
   batch, n = quality.shape[:-1], quality.shape[-1]
   _check_k(k, n)
-  valid = valid_mask(where, quality.shape)
+  # A NaN or inf quality or embedding would poison every Schur complement of its
+  # list; such items are skipped as if masked, and the rest of the list is kept.
+  finite = jnp.isfinite(quality) & jnp.all(jnp.isfinite(embeddings), axis=-1)
+  valid = valid_mask(where, quality.shape) & finite
+  quality = jnp.where(finite, quality, 0.0)
+  embeddings = jnp.where(finite[..., None], embeddings, 0.0)
 
   def one(q, emb, ok):
     # L = B B^T + jitter I with B = diag(q) U. Row t of the incremental

@@ -148,3 +148,19 @@ def test_chunked_batches_equal_list_by_list():
                                     categories[b:b + 1], where[b:b + 1]))[0]
                       for b in (0, 31, 32, 64, 69)])
     np.testing.assert_array_equal(batched[[0, 31, 32, 64, 69]], alone, err_msg=name)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_dpp_skips_items_with_non_finite_quality_or_embedding(bad):
+  rng = np.random.default_rng(5)
+  quality = rng.uniform(0.5, 2.0, size=(3, 12)).astype(np.float32)
+  embeddings = rng.normal(size=(3, 12, 4)).astype(np.float32)
+  broken_q, broken_e = quality.copy(), embeddings.copy()
+  broken_q[0, 3] = bad
+  broken_e[1, 7, 2] = bad
+  mask = np.ones((3, 12), bool)
+  mask[0, 3] = mask[1, 7] = False
+  got = np.asarray(rerank.dpp_greedy(broken_q, broken_e, 5))
+  want = np.asarray(rerank.dpp_greedy(quality, embeddings, 5, where=mask))
+  np.testing.assert_array_equal(got, want)  # the same as masking the broken items
+  assert np.all(got[2] >= 0) and 3 not in got[0] and 7 not in got[1]
