@@ -164,7 +164,11 @@ def read_saved(directory: pathlib.Path) -> list[dict]:
       if line.startswith(HEADER_COMMAND):
         command = line[len(HEADER_COMMAND):]
       elif line.startswith(HEADER_MACHINE):
-        host = json.loads(line[len(HEADER_MACHINE):])
+        machine = line[len(HEADER_MACHINE):]
+        try:
+          host = json.loads(machine)
+        except json.JSONDecodeError:  # a hand-written description of the machine
+          host = {"note": machine.strip()}
       elif line.startswith(HEADER_STATUS):
         status = line[len(HEADER_STATUS):]
     if command is None and first_lines and first_lines[0].startswith("$ "):
