@@ -10,6 +10,7 @@ import pytest
 from hgrank_jax.data import SimulatorConfig, make_request_lists
 from hgrank_jax.models.rerankers import PRM, Seq2Slate
 from hgrank_jax.rerank import learned
+from tests.rerank.reference import satisfies_constraints
 
 B, N, F, U, C = 3, 8, 5, 4, 3
 
@@ -81,15 +82,6 @@ def _apply(model, params, *args, method, **kwargs):
   return jax.jit(lambda p, *a: model.apply(p, *a, method=method, **kwargs))(params, *args)
 
 
-def _satisfies(sequence, lo, hi, max_run):
-  counts = np.bincount(sequence, minlength=len(lo))
-  longest, run = 1, 1
-  for a, b in zip(sequence[:-1], sequence[1:]):
-    run = run + 1 if a == b else 1
-    longest = max(longest, run)
-  return bool((counts >= lo).all() and (counts <= hi).all() and longest <= max_run)
-
-
 @pytest.mark.slow
 def test_seq2slate_masked_decoding_honours_min_max_and_run_on_random_instances():
   # Feasibility by brute force over every category sequence of length k; the
@@ -104,7 +96,7 @@ def test_seq2slate_masked_decoding_honours_min_max_and_run_on_random_instances()
   lo = rng.integers(0, 3, size=(lists, num_categories))
   hi = np.maximum(lo, rng.integers(1, 5, size=(lists, num_categories)))
   sequences = np.array(list(itertools.product(range(num_categories), repeat=k)))
-  runs_ok = np.array([_satisfies(q, np.zeros(num_categories), np.full(num_categories, k), max_run)
+  runs_ok = np.array([satisfies_constraints(q, np.zeros(num_categories), np.full(num_categories, k), max_run)
                       for q in sequences])
   seq_counts = np.stack([(sequences == c).sum(1) for c in range(num_categories)], 1)
   available = np.stack([(categories == c).sum(1) for c in range(num_categories)], 1)
@@ -127,7 +119,7 @@ def test_seq2slate_masked_decoding_honours_min_max_and_run_on_random_instances()
     for b in np.nonzero(feasible)[0]:
       row = lists_out[b]
       assert (row >= 0).all() and len(set(row)) == k, (name, b)
-      assert _satisfies(categories[b, row], lo[b], hi[b], max_run), (name, b)
+      assert satisfies_constraints(categories[b, row], lo[b], hi[b], max_run), (name, b)
 
 
 def _tiny(seed, n=4):

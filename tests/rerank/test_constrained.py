@@ -7,23 +7,14 @@ import numpy as np
 import pytest
 
 from hgrank_jax import rerank
-
-
-def _satisfies(sequence, lo, hi, max_run):
-  """Numpy check of count and run constraints on a category sequence."""
-  counts = np.bincount(sequence, minlength=len(lo))
-  longest, run = 1, 1
-  for a, b in zip(sequence[:-1], sequence[1:]):
-    run = run + 1 if a == b else 1
-    longest = max(longest, run)
-  return bool((counts >= lo).all() and (counts <= hi).all() and longest <= max_run)
+from tests.rerank.reference import satisfies_constraints
 
 
 def _completable(prefix, categories, valid, target, lo, hi, max_run):
   """Brute force: does some ordering of free items extend ``prefix`` to a feasible list?"""
   free = [i for i in range(len(categories)) if valid[i] and i not in prefix]
   for rest in itertools.permutations(free, target - len(prefix)):
-    if _satisfies(categories[list(prefix) + list(rest)], lo, hi, max_run):
+    if satisfies_constraints(categories[list(prefix) + list(rest)], lo, hi, max_run):
       return True
   return False
 
@@ -77,7 +68,7 @@ def test_greedy_feasible_on_thousands_of_random_instances():
   max_run = 2
   sequences = np.array(list(itertools.product(range(num_categories), repeat=k)))
   seq_counts = np.stack([(sequences == c).sum(1) for c in range(num_categories)], 1)
-  seq_ok_runs = np.array([_satisfies(s, np.zeros(num_categories), np.full(num_categories, k),
+  seq_ok_runs = np.array([satisfies_constraints(s, np.zeros(num_categories), np.full(num_categories, k),
                                      max_run) for s in sequences])
   available = np.stack([(categories == c).sum(1) for c in range(num_categories)], 1)
   fits = ((seq_counts[None] <= available[:, None]) & (seq_counts[None] >= lo[:, None])
@@ -92,7 +83,7 @@ def test_greedy_feasible_on_thousands_of_random_instances():
   np.testing.assert_array_equal(flags, feasible)
   for b in np.nonzero(feasible)[0]:
     assert (indices[b] >= 0).all() and len(set(indices[b])) == k
-    assert _satisfies(categories[b, indices[b]], lo[b], hi[b], max_run), b
+    assert satisfies_constraints(categories[b, indices[b]], lo[b], hi[b], max_run), b
 
 
 def _brute_force_optimum(scores, categories, valid, k, lo, hi, max_run):
@@ -100,7 +91,7 @@ def _brute_force_optimum(scores, categories, valid, k, lo, hi, max_run):
   target = min(k, len(items))
   best = -np.inf
   for perm in itertools.permutations(items, target):
-    if _satisfies(categories[list(perm)], lo, hi, max_run):
+    if satisfies_constraints(categories[list(perm)], lo, hi, max_run):
       best = max(best, rerank.list_objective(scores, np.array(list(perm) + [-1] * (k - target))))
   return best
 
@@ -117,7 +108,7 @@ def test_exact_equals_brute_force_and_bounds_the_greedy():
     solved = rerank.exact(scores, categories, 3, **kwargs)
     assert bool(solved.feasible)
     chosen = np.asarray(solved.indices)
-    assert _satisfies(categories[chosen[chosen >= 0]], lo, hi, max_run)
+    assert satisfies_constraints(categories[chosen[chosen >= 0]], lo, hi, max_run)
     np.testing.assert_allclose(rerank.list_objective(scores, chosen), optimum, rtol=1e-9)
     greedy = rerank.constrained(scores, categories, 3, **kwargs)
     assert rerank.list_objective(scores, np.asarray(greedy.indices)) <= optimum + 1e-6
