@@ -57,6 +57,20 @@ def _check_code_values(codes, codebook_size: Optional[int]):
         f"codes must lie in {bound}, got values from {low} to {high}")
 
 
+def _level_ids(flat_codes, flat_valid, list_index, num_lists, segments, codebook_size):
+  """``[L, n]`` group ids of every level: counted into a ``K**l`` table when K is
+  known (and no ``segments`` split the groups further), found by sorting otherwise."""
+  if codebook_size is not None and segments is None:
+    ids, _ = seg.code_prefix_ids(flat_codes, codebook_size=codebook_size, where=flat_valid,
+                                 list_ids=list_index, num_lists=num_lists)
+    return ids
+  outer = [list_index]
+  if segments is not None:
+    outer.append(segments.reshape(-1).astype(jnp.int32))
+  ids, _ = seg.prefix_segment_ids(flat_codes, where=flat_valid, outer_keys=jnp.stack(outer, axis=1))
+  return ids
+
+
 @functools.partial(jax.jit, static_argnames=("eps", "codebook_size"))
 def _per_level_list_ce(logits, labels, codes, where, segments, eps, codebook_size=None):
   logits, labels, valid, segments = _common.prepare(logits, labels, where,
@@ -69,26 +83,14 @@ def _per_level_list_ce(logits, labels, codes, where, segments, eps, codebook_siz
   num_lists = total // list_size if list_size else 0
   list_index = jnp.repeat(jnp.arange(num_lists, dtype=jnp.int32), list_size)
   flat_valid = valid.reshape(-1)
-  flat_codes = codes.reshape(total, num_levels)
+  level_ids = _level_ids(codes.reshape(total, num_levels), flat_valid, list_index,
+                         max(num_lists, 1), segments, codebook_size)
   log_scores = jax.nn.log_sigmoid(logits).reshape(-1)
   flat_labels = labels.reshape(-1)
-  if (codebook_size is not None and segments is None and total
-      and num_lists * codebook_size**num_levels <= seg.DIRECT_PREFIX_LIMIT):
-    # Small key space: group by counting into a K**l table, no sort of the batch.
-    level_ids, _ = seg.code_prefix_ids(flat_codes, codebook_size=codebook_size,
-                                       where=flat_valid, list_ids=list_index,
-                                       num_lists=num_lists, dense=False)
-    sizes = [num_lists * codebook_size**(level + 1) for level in range(num_levels)]
-  else:
-    outer = [list_index]
-    if segments is not None:
-      outer.append(segments.reshape(-1).astype(jnp.int32))
-    level_ids, _ = seg.prefix_segment_ids(flat_codes, where=flat_valid,
-                                          outer_keys=jnp.stack(outer, axis=1))
-    sizes = [max(total, 1)] * num_levels
+  num_segments = max(total, 1)
   return jnp.stack([
       segment_cross_entropy(log_scores, flat_labels, level_ids[level],
-                            sizes[level], where=flat_valid, eps=eps)
+                            num_segments, where=flat_valid, eps=eps)
       for level in range(num_levels)
   ])
 
@@ -195,7 +197,7 @@ def negative_hardness_per_level(
   level_grads = jax.jacrev(lambda s: _per_level_list_ce(
       s, labels, codes, valid, None, eps,
       codebook_size=None if codebook_size is None else int(codebook_size)))(logits)  # [L, n]
-  if codebook_size is not None and codebook_size**num_levels <= seg.DIRECT_PREFIX_LIMIT:
+  if codebook_size is not None:
     ids, num_groups = seg.code_prefix_ids(codes, codebook_size=int(codebook_size), where=valid)
   else:
     ids, num_groups = seg.prefix_segment_ids(codes, where=valid)

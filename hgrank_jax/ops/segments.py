@@ -191,7 +191,7 @@ def prefix_segment_ids(
 DIRECT_PREFIX_LIMIT = 1 << 16
 
 
-@functools.partial(jax.jit, static_argnames=("codebook_size", "num_lists", "dense"))
+@functools.partial(jax.jit, static_argnames=("codebook_size", "num_lists"))
 def code_prefix_ids(
     codes: Array,
     *,
@@ -199,16 +199,16 @@ def code_prefix_ids(
     where: Optional[Array] = None,
     list_ids: Optional[Array] = None,
     num_lists: int = 1,
-    dense: bool = True,
 ) -> Tuple[Array, Array]:
-  r"""Prefix group ids of codes known to lie in ``[0, codebook_size)``, without sorting.
+  r""":func:`prefix_segment_ids` for codes known to lie in ``[0, codebook_size)``, without a sort.
 
   Level ``l`` packs ``(list id, c_1, .., c_l)`` into one integer in
   ``[0, num_lists * K**l)``. When ``num_lists * K**L`` is at most
-  :data:`DIRECT_PREFIX_LIMIT` (e.g. K = 16, L = 4 in one list) groups are found
-  by counting rows into a table of that size: O(n + K**L) work that XLA splits
-  across devices as partial sums, instead of a sort of the whole (possibly
-  sharded) batch. Larger key spaces fall back to :func:`prefix_segment_ids`.
+  :data:`DIRECT_PREFIX_LIMIT` (e.g. K = 16, L = 4 in one list) rows are counted
+  into a table of that size and the occupied entries are numbered in order:
+  O(n + K**L) work that XLA splits across devices as partial sums, instead of a
+  sort of the whole (possibly sharded) batch. Larger key spaces fall back to
+  :func:`prefix_segment_ids`. Either way the result is the same.
 
   The codes are trusted: an eager caller should check the range first (the
   losses do); under ``jit`` values outside ``[0, K)`` are clipped into it.
@@ -216,19 +216,15 @@ def code_prefix_ids(
   Args:
     codes: ``[n, L]`` integer codes in ``[0, codebook_size)``.
     codebook_size: K, static.
-    where: optional ``[n]`` bool mask; masked rows get an out-of-range id.
+    where: optional ``[n]`` bool mask; masked rows get id ``n``.
     list_ids: optional ``[n]`` int list index in ``[0, num_lists)`` that splits
       groups further (rows of different lists never share a group).
     num_lists: static number of lists.
-    dense: True numbers groups ``0 .. G_l - 1`` in sorted key order exactly as
-      :func:`prefix_segment_ids` does (masked rows get ``n``); False returns the
-      packed keys themselves (values in ``[0, num_lists * K**l)``, masked rows
-      ``num_lists * K**l``), enough for segment reductions that skip empty
-      segments, with ``num_lists * K**l`` segments at level ``l``.
 
   Returns:
-    ``(ids, num_groups)``: ``[L, n]`` int32 ids and ``[L]`` int32 counts of
-    occupied groups among valid rows.
+    ``(ids, num_groups)`` as :func:`prefix_segment_ids`: ``[L, n]`` int32 ids
+    numbered ``0 .. G_l - 1`` in sorted key order (masked rows ``n``) and ``[L]``
+    int32 counts of occupied groups among valid rows.
   """
   codes = _keys_matrix(codes, "codes")
   n, num_levels = codes.shape
@@ -237,11 +233,7 @@ def code_prefix_ids(
     raise ValueError(f"codebook_size must be an int >= 1, got {codebook_size!r}")
   if num_lists * codebook_size**num_levels > DIRECT_PREFIX_LIMIT:
     outer = None if list_ids is None else jnp.asarray(list_ids)
-    ids, counts = prefix_segment_ids(codes, where=valid, outer_keys=outer)
-    if not dense:  # segment reductions need ids below num_lists * K**l
-      size = jnp.asarray([num_lists * codebook_size**(l + 1) for l in range(num_levels)])
-      ids = jnp.where(ids < n, ids, size[:, None])
-    return ids, counts
+    return prefix_segment_ids(codes, where=valid, outer_keys=outer)
   codes = jnp.clip(codes, 0, codebook_size - 1)
   packed = (jnp.zeros((n,), jnp.int32) if list_ids is None
             else jnp.clip(jnp.asarray(list_ids).astype(jnp.int32), 0, num_lists - 1))
@@ -250,14 +242,9 @@ def code_prefix_ids(
     packed = packed * codebook_size + codes[:, level]
     size = num_lists * codebook_size**(level + 1)
     occupied = jax.ops.segment_sum(valid.astype(jnp.int32), packed, num_segments=size) > 0
+    rank = jnp.cumsum(occupied.astype(jnp.int32)) - 1
+    all_ids.append(jnp.where(valid, rank[packed], n))
     counts.append(jnp.sum(occupied.astype(jnp.int32)))
-    if dense:
-      rank = jnp.cumsum(occupied.astype(jnp.int32)) - 1
-      all_ids.append(jnp.where(valid, rank[packed], n))
-    else:
-      all_ids.append(jnp.where(valid, packed, size))
-  if not dense:
-    return jnp.stack(all_ids), jnp.stack(counts).astype(jnp.int32)
   return jnp.stack(all_ids).astype(jnp.int32), jnp.stack(counts).astype(jnp.int32)
 
 

@@ -81,16 +81,7 @@ def test_code_prefix_ids_equal_sorted_ids(codebook_size, num_levels):
                                     list_ids=lists, num_lists=num_lists)
   np.testing.assert_array_equal(ids, want_ids)
   np.testing.assert_array_equal(counts, want_counts)
-  # Packed (non-dense) ids: the same partition of the valid rows, ids in range.
-  packed, packed_counts = seg.code_prefix_ids(codes, codebook_size=codebook_size, where=valid,
-                                              list_ids=lists, num_lists=num_lists, dense=False)
-  np.testing.assert_array_equal(packed_counts, want_counts)
-  for level in range(num_levels):
-    size = num_lists * codebook_size**(level + 1)
-    got = np.asarray(packed[level])
-    assert np.all(got[~valid] == size) and np.all((got[valid] >= 0) & (got[valid] < size))
-    pairs = {(a, b) for a, b in zip(got[valid], want_ids[level][valid])}
-    assert len(pairs) == want_counts[level]  # a bijection between the two numberings
+
 
 def test_dense_segment_ids_match_unique_inverse():
   rng = np.random.default_rng(3)
