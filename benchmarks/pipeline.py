@@ -98,7 +98,8 @@ def scale(args) -> None:
   import numpy as np
 
   from hgrank_jax.data import synthetic
-  from hgrank_jax.data.pipeline import open_block_dataset, StreamingBatcher
+  from hgrank_jax.data.block_dataset import open_block_dataset
+  from hgrank_jax.data.pipeline import StreamingBatcher
   from hgrank_jax.train import data_mesh, replicated_sharding
   from hgrank_jax.train.loop import MAX_STEPS_IN_FLIGHT
   from hgrank_jax.train.objectives import build_objective

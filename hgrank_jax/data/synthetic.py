@@ -18,7 +18,7 @@ This module assembles them: :func:`make_dataset` returns the pointwise logs as a
 :class:`~hgrank_jax.data.dataset.Dataset` (split per user) plus their truth, and
 :func:`make_request_lists` returns the reranking benchmark. For sizes that do
 not fit in memory, :func:`write_blocks` streams :func:`iter_log_chunks` into
-array_record shards (:class:`~hgrank_jax.data.pipeline.BlockDatasetWriter`)
+array_record shards (:class:`~hgrank_jax.data.block_dataset.BlockDatasetWriter`)
 one chunk at a time, for training with ``config.data_source = "streaming"``.
 
 >>> sim = make_dataset(config_for_view("tiny", seed=0))
@@ -200,7 +200,7 @@ def write_blocks(config: SimulatorConfig, directory, *,
   request goes to train/valid/test with probabilities ``fractions``, drawn from
   the stream ``(seed, SPLIT_STREAM, chunk)``, so the result is deterministic.
   Ground truth is not written. Open the result with
-  :func:`~hgrank_jax.data.pipeline.open_block_dataset`.
+  :func:`~hgrank_jax.data.block_dataset.open_block_dataset`.
 
   Args:
     config: the simulator configuration (``num_requests`` x
@@ -214,7 +214,7 @@ def write_blocks(config: SimulatorConfig, directory, *,
   Returns:
     The stored metadata (``blocks.json``): rows and blocks per split.
   """
-  from hgrank_jax.data.pipeline import BlockDatasetWriter  # pylint: disable=g-import-not-at-top
+  from hgrank_jax.data.block_dataset import BlockDatasetWriter  # pylint: disable=g-import-not-at-top
   if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
     raise ValueError(f"write_blocks: fractions must be 3 shares summing to 1, got {fractions}")
   world = build_world(config)

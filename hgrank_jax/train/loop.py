@@ -114,11 +114,11 @@ def _open_data(config, dataset: Dataset | None, mesh) -> _Data:
     train = ArrayBatcher(dataset.split("train"), batch_size, seed=seed, mesh=mesh)
     example = next(ArrayBatcher(dataset.split("train"), batch_size, shuffle=False, mesh=mesh))
     return _Data(dataset.spec, train, example, dataset.split("valid"), dataset.split("test"))
-  from hgrank_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from hgrank_jax.data import block_dataset, pipeline  # pylint: disable=g-import-not-at-top
   path = os.path.expanduser(str(config.data_path))
   window = int(config.get("stream_window_blocks", 8))
-  if os.path.exists(os.path.join(path, pipeline.BLOCKS_METADATA)):
-    blocks = pipeline.open_block_dataset(path)
+  if os.path.exists(os.path.join(path, block_dataset.BLOCKS_METADATA)):
+    blocks = block_dataset.open_block_dataset(path)
     spec, source = blocks.spec, blocks.source("train")
     valid, test = blocks.load_split("valid"), blocks.load_split("test")
   else:
@@ -126,10 +126,10 @@ def _open_data(config, dataset: Dataset | None, mesh) -> _Data:
     name, view = registry.parse_dataset_name(config.dataset)
     if name not in tfds_builders.BUILDERS:
       raise FileNotFoundError(
-          f"config.data_path={path} holds no block dataset ({pipeline.BLOCKS_METADATA} is "
+          f"config.data_path={path} holds no block dataset ({block_dataset.BLOCKS_METADATA} is "
           f"missing) and config.dataset={config.dataset!r} is not an official dataset prepared "
           "with TFDS; write blocks with hgrank_jax.data.synthetic.write_blocks or "
-          "hgrank_jax.data.pipeline.BlockDatasetWriter")
+          "hgrank_jax.data.block_dataset.BlockDatasetWriter")
     builder = tfds_builders.open_builder(name, view, data_dir=path)
     spec = tfds_builders.spec_of(builder)
     source = pipeline.BlockSource.from_tfds(builder, "train")

@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from hgrank_jax.data import synthetic
-from hgrank_jax.data.pipeline import open_block_dataset
+from hgrank_jax.data.block_dataset import open_block_dataset
 from hgrank_jax.train.evaluation import classification_metrics
 from hgrank_jax.train.loop import train_and_evaluate
 
