@@ -5,12 +5,7 @@ r"""KuaiRand-Pure (official files; see docs/datasets.md) at the paper's settings
   python -m launch.train --config configs/kuairand_pure.py:groupce --workdir /tmp/hgrank/kuairand_pure_groupce \
       --config.manual_dir=/path/to/official/files
 
-Paper settings (seed 002, section 6.1.3): batch 4096, AdamW with learning rate
-1e-4, embedding width max(floor(log2(cardinality)) * 2, 16), a 2-4 layer main
-network of 64-512 units, codebook size 4-32 and 1-4 levels for GroupCE,
-evaluation every 1000 steps with early stopping on validation GAUC. Variants as
-in configs/kuairand_sig.py (logloss, pairwise, softmax, listce, jrc, groupce,
-runlocal). The files are read into memory; nothing is downloaded.
+Settings and variants: see ``common.official_config``.
 """
 
 import os
