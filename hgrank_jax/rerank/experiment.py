@@ -1,13 +1,23 @@
-"""The Layer 3 comparison: every reranker on the simulator's request lists.
+"""The Layer 3 comparison: every reranker on the simulator's or KuaiRand's request lists.
 
-Splits the simulator's reranking requests into train / validation / test,
-chooses each heuristic's trade-off parameter on validation (by true list
-utility), trains the learned rerankers on the training requests, and measures
-every method on the test requests: true list utility, NDCG@k against the true
-click probabilities, quota satisfaction and violation, exposure-share error
-against the user's history distribution, intra-list diversity, calibration KL,
-category coverage and milliseconds per list. Also measures the constrained
-greedy's objective gap to the MILP optimum. Used by ``launch/rerank.py``.
+Splits the reranking requests into train / validation / test, chooses each
+heuristic's trade-off parameter on validation (by list utility), trains the
+learned rerankers on the training requests, and measures every method on the
+test requests: list utility, NDCG@k, quota satisfaction and violation,
+exposure-share error against the user's history distribution, intra-list
+diversity, calibration KL, category coverage and milliseconds per list. Also
+measures the constrained greedy's objective gap to the MILP optimum. Used by
+``launch/rerank.py``.
+
+``config.dataset`` picks the lists. "simulator": the simulator's requests,
+split by count, scored against the true click probabilities (true utility).
+"kuairand": official KuaiRand logs (``config.kuairand.manual_dir``), one list
+per user and day (:mod:`hgrank_jax.data.kuairand_lists`), split by date, scored
+against the observed labels ("label utility": their DCG with diminishing
+returns for repeated categories); the category and business counts come from
+the data. On KuaiRand a quota can be impossible for a list (too few
+categories), so the constrained methods fill such lists best effort and the
+table reports the share of test lists where the quota can be met.
 """
 
 from __future__ import annotations
@@ -20,7 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hgrank_jax.data import SimulatorConfig, list_utility, make_request_lists
+from hgrank_jax.data import SimulatorConfig, kuairand_lists, list_utility, make_request_lists
+from hgrank_jax.data.sim_lists import RequestLists
 from hgrank_jax.metrics import lists as list_metrics
 from hgrank_jax.rerank import diversity, learned
 from hgrank_jax.rerank import generator_evaluator as ge
@@ -35,14 +46,80 @@ def _split(x, start, stop):
 
 
 def _timed(fn, repeats=3):
-  """Runs ``fn`` once to compile, then returns (result, best seconds of ``repeats``)."""
+  """Runs ``fn`` once to compile, then returns (result, best seconds of ``repeats``).
+
+  A tuple result (``ConstrainedLists``) comes back whole; anything else as numpy.
+  """
   result = jax.block_until_ready(fn())
   best = np.inf
   for _ in range(repeats):
     start = time.perf_counter()
     jax.block_until_ready(fn())
     best = min(best, time.perf_counter() - start)
-  return np.asarray(result if not isinstance(result, tuple) else result[0]), best
+  return (result if isinstance(result, tuple) else np.asarray(result)), best
+
+
+def _subset(lists, rows):
+  """The requests ``rows`` (an index array) of ``lists``."""
+  shared = ("position_bias", "repeat_decay")
+  return RequestLists(inputs={name: value[rows] for name, value in lists.inputs.items()},
+                      truth={name: value if name in shared else value[rows]
+                             for name, value in lists.truth.items()})
+
+
+def load_lists(config, log=print):
+  """The requests of ``config.dataset`` and their split.
+
+  Returns:
+    (lists, (train, valid, test) slices, config, info): the returned config is
+    a copy with ``num_categories`` and ``num_business`` set from the data;
+    ``info`` describes the lists (names of the utility and NDCG columns,
+    counts, dates).
+  """
+  config = config.copy_and_resolve_references()
+  dataset = config.get("dataset", "simulator")
+  if dataset == "simulator":
+    sim = SimulatorConfig(seed=config.seed, num_list_requests=config.num_lists,
+                          num_requests=1000, list_candidates=config.num_candidates)
+    lists = make_request_lists(sim)
+    num_train, num_valid = config.num_train, config.num_valid
+    rows = (slice(0, num_train), slice(num_train, num_train + num_valid),
+            slice(num_train + num_valid, config.num_lists))
+    info = {"dataset": "simulator", "utility": "true utility",
+            "ndcg": "NDCG@k vs true click probabilities"}
+  elif dataset == "kuairand":
+    spec = config.kuairand
+    if not spec.manual_dir:
+      raise ValueError("dataset 'kuairand' needs --config.kuairand.manual_dir, the folder of the "
+                       "official KuaiRand CSV files (see docs/datasets.md)")
+    lists, data_info = kuairand_lists.load(
+        spec.manual_dir, spec.release, num_candidates=config.num_candidates,
+        min_candidates=spec.min_candidates, label=spec.label, prior_strength=spec.prior_strength,
+        repeat_decay=spec.repeat_decay, seed=config.seed)
+    splits = kuairand_lists.date_splits(lists.inputs["date"], spec.valid_days, spec.test_days)
+    # A seeded subset of at most max_lists[i] requests per split, in date order.
+    rng = np.random.default_rng(config.seed)
+    chosen = [np.sort(rng.permutation(np.arange(s.start, s.stop))[:cap])
+              for s, cap in zip(splits, spec.max_lists)]
+    lists = _subset(lists, np.concatenate(chosen))
+    ends = np.cumsum([len(c) for c in chosen])
+    rows = (slice(0, ends[0]), slice(ends[0], ends[1]), slice(ends[1], ends[2]))
+    with config.unlocked():
+      config.num_categories = data_info["num_categories"]
+      config.num_business = data_info["num_business"]
+    info = {"dataset": f"kuairand:{spec.release}", "utility": "label utility",
+            "ndcg": f"NDCG@k vs observed {spec.label}",
+            **{name: data_info[name] for name in (
+                "user_days", "lists", "dropped_too_few_candidates", "dropped_no_positive",
+                "dropped_no_negative", "truncated_to_num_candidates", "mean_candidates",
+                "mean_positives", "num_categories", "num_business", "source")},
+            "dates": {split: [int(lists.inputs["date"][r][0]), int(lists.inputs["date"][r][-1])]
+                      for split, r in zip(("train", "valid", "test"), rows)}}
+  else:
+    raise ValueError(f"config.dataset must be 'simulator' or 'kuairand', got {dataset!r}")
+  info["lists_per_split"] = [int(r.stop - r.start) for r in rows]
+  log(f"lists: {info}")
+  return lists, rows, config, info
 
 
 def _longest_runs(order, categories):
@@ -57,7 +134,12 @@ def _longest_runs(order, categories):
 
 
 class Evaluator:
-  """Scores final lists of one split against its truth."""
+  """Scores final lists of one split against its truth.
+
+  ``quota_satisfied`` counts a list when it fills ``min(k, valid candidates)``
+  slots, keeps every category at or under ``max_count`` and no run longer than
+  ``max_run``.
+  """
 
   def __init__(self, lists, rows, config):
     self.lists, self.rows, self.config = lists, rows, config
@@ -86,7 +168,10 @@ class Evaluator:
     c = self.num_categories
     violation = np.asarray(list_metrics.quota_violation(order, categories, c,
                                                         max_count=cfg.max_count))
-    satisfied = violation == 0
+    # A list meets the quota when it also fills every slot it can: leaving
+    # slots empty would meet any cap trivially.
+    filled = (order >= 0).sum(1) == np.minimum(order.shape[1], self.inputs["where"].sum(1))
+    satisfied = (violation == 0) & filled
     if cfg.max_run is not None:
       satisfied &= _longest_runs(order, categories) <= cfg.max_run
     one_hot = np.eye(c, dtype=np.float32)[categories]
@@ -116,7 +201,7 @@ def heuristic_rerankers(inputs, target, config, params):
   probability = 1.0 / (1.0 + np.exp(-inputs["initial_score"]))
   embeddings, one_hot = inputs["item_embedding"], np.eye(c, dtype=np.float32)[categories]
   bounds = dict(max_count=config.max_count, max_run=config.max_run, num_categories=c,
-                where=where)
+                where=where, best_effort=True)
   return {
       "MMR": lambda: diversity.mmr(score, embeddings, k, lam=params["mmr_lam"], where=where),
       "DPP": lambda: diversity.dpp_greedy(np.exp(params["dpp_alpha"] * score), embeddings, k,
@@ -126,9 +211,8 @@ def heuristic_rerankers(inputs, target, config, params):
       "coverage": lambda: diversity.coverage(probability, categories, k,
                                              weights=target + params["coverage_floor"],
                                              where=where),
-      "constrained greedy": lambda: constrained(probability, categories, k,
-                                                               **bounds).indices,
-      "exact (MILP)": lambda: exact(probability, categories, k, **bounds).indices,
+      "constrained greedy": lambda: constrained(probability, categories, k, **bounds),
+      "exact (MILP)": lambda: exact(probability, categories, k, **bounds),
   }
 
 
@@ -142,10 +226,15 @@ def _select(valid_eval, config, grids):
       method = {"mmr_lam": "MMR", "dpp_alpha": "DPP", "calibrated_lam": "calibrated",
                 "coverage_floor": "coverage"}[name]
       fn = heuristic_rerankers(valid_eval.inputs, valid_eval.target, config, params)[method]
-      utility = valid_eval.utility(np.asarray(fn())).mean()
+      utility = valid_eval.utility(_indices(fn())).mean()
       if utility > best:
         best, chosen[name] = utility, value
   return chosen
+
+
+def _indices(result):
+  """The ``[R, k]`` lists of a reranker's result (``ConstrainedLists`` or an array)."""
+  return np.asarray(result[0] if isinstance(result, tuple) else result)
 
 
 def _mean_std(per_seed):
@@ -228,13 +317,7 @@ def _generator_evaluator(config, trained, truth, splits, rows, evals, log):
 
 def run(config, log=print):
   """Runs the comparison; returns a dict with rows, the greedy gap and the settings."""
-  sim = SimulatorConfig(seed=config.seed, num_list_requests=config.num_lists,
-                        num_requests=1000, list_candidates=config.num_candidates)
-  lists = make_request_lists(sim)
-  num_train, num_valid = config.num_train, config.num_valid
-  train_rows = slice(0, num_train)
-  valid_rows = slice(num_train, num_train + num_valid)
-  test_rows = slice(num_train + num_valid, config.num_lists)
+  lists, (train_rows, valid_rows, test_rows), config, data_info = load_lists(config, log)
   valid_eval, test_eval = (Evaluator(lists, rows, config) for rows in (valid_rows, test_rows))
   k, c = config.list_length, config.num_categories
 
@@ -245,20 +328,23 @@ def run(config, log=print):
   results["initial order"] = test_eval.row(initial, 0.0)
   computed = {}
   for name, fn in heuristic_rerankers(test_eval.inputs, test_eval.target, config, params).items():
-    order, seconds = _timed(fn, repeats=1 if name.startswith("exact") else 3)
-    computed[name] = order
-    results[name] = test_eval.row(order, seconds)
+    result, seconds = _timed(fn, repeats=1 if name.startswith("exact") else 3)
+    computed[name] = result
+    results[name] = test_eval.row(_indices(result), seconds)
     log(f"{name}: {results[name]}")
 
   # Greedy gap on the objective both optimise.
   probability = 1.0 / (1.0 + np.exp(-test_eval.inputs["initial_score"]))
-  greedy_value = list_objective(probability, computed["constrained greedy"])
-  exact_value = list_objective(probability, computed["exact (MILP)"])
+  greedy, optimum = computed["constrained greedy"], computed["exact (MILP)"]
+  # Over the lists where the quota can be met (all of them on the simulator).
+  feasible = np.asarray(optimum.feasible)
+  greedy_value = list_objective(probability, np.asarray(greedy.indices))[feasible]
+  exact_value = list_objective(probability, np.asarray(optimum.indices))[feasible]
   gap = (exact_value - greedy_value) / exact_value
   greedy_gap = {"mean_relative_gap": float(gap.mean()), "max_relative_gap": float(gap.max()),
                 "lists_with_gap": float((gap > 1e-9).mean()),
-                "greedy_infeasible_rate": float(1.0 - results["constrained greedy"][
-                    "quota_satisfied"]), "num_lists": int(len(gap))}
+                "greedy_infeasible_rate": float(np.mean(~np.asarray(greedy.feasible)[feasible])),
+                "num_lists": int(len(gap)), "feasible_lists": float(feasible.mean())}
   log(f"greedy gap: {greedy_gap}")
 
   x = learned.model_inputs(lists.inputs, num_categories=c, num_business=config.num_business)
@@ -343,7 +429,8 @@ def run(config, log=print):
     log(f"pareto lambda={quota_weight}: {pareto[-1]}")
   return {"rows": results, "greedy_gap": greedy_gap, "selected": params,
           "selected_learned": selected_learned, "pareto": pareto,
-          "num_seeds": config.num_seeds, "num_test_lists": int(len(initial))}
+          "num_seeds": config.num_seeds, "num_test_lists": int(len(initial)),
+          "data": data_info}
 
 
 def _plot_pareto(summary, path):
@@ -352,6 +439,7 @@ def _plot_pareto(summary, path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   figure, axis = plt.subplots(figsize=(9, 4.8))
+  utility_name = summary.get("data", {}).get("utility", "utility")
   sweep = summary["pareto"]
   axis.plot([p["quota_satisfied"] for p in sweep], [p["ndcg"] for p in sweep], "o-",
             color="black", label="PRM, lambda sweep (unconstrained decoding)")
@@ -362,9 +450,9 @@ def _plot_pareto(summary, path):
   markers = "xs^vD<>pP*h+d"
   for index, (name, row) in enumerate(summary["rows"].items()):
     axis.plot(row["quota_satisfied"], row["ndcg"], markers[index % len(markers)], ms=7,
-              fillstyle="none", label=f"{name} (utility {row['utility']:.3f})")
+              fillstyle="none", label=f"{name} ({utility_name} {row['utility']:.3f})")
   axis.set_xlabel("quota satisfaction rate (test lists)")
-  axis.set_ylabel("NDCG@k vs true click probabilities")
+  axis.set_ylabel(summary.get("data", {}).get("ndcg", "NDCG@k"))
   axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
   figure.tight_layout()
   figure.savefig(path, dpi=120)
@@ -375,7 +463,8 @@ def write(summary, workdir):
   """Writes rerank.md, rerank.csv and rerank.json into ``workdir``."""
   os.makedirs(workdir, exist_ok=True)
   rows = summary["rows"]
-  header = ["method", "true utility", "NDCG@k", "quota satisfied", "quota violation",
+  data = summary.get("data", {})
+  header = ["method", data.get("utility", "true utility"), "NDCG@k", "quota satisfied", "quota violation",
             "share error", "diversity", "calibration KL", "coverage", "ms/list"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   csv = [",".join(header)]
@@ -390,7 +479,11 @@ def write(summary, workdir):
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
     csv.append(",".join([name] + [f"{row[column]:.6g}" for column in COLUMNS]))
   gap = summary["greedy_gap"]
-  lines += ["", f"Constrained greedy vs exact MILP on {gap['num_lists']} test lists: mean relative "
+  lines += ["", f"Lists: {data.get('dataset', 'simulator')}, {data.get('lists_per_split')} "
+            f"train/valid/test requests; NDCG@k against "
+            f"{data.get('ndcg', 'NDCG@k vs true click probabilities')[len('NDCG@k vs '):]}.",
+            f"Constrained greedy vs exact MILP on the {gap['num_lists']} test lists where the quota "
+            f"can be met ({100 * gap.get('feasible_lists', 1.0):.1f}% of them): mean relative "
             f"gap {100 * gap['mean_relative_gap']:.3f}%, max {100 * gap['max_relative_gap']:.3f}%, "
             f"lists with any gap {100 * gap['lists_with_gap']:.1f}%, greedy infeasible rate "
             f"{100 * gap['greedy_infeasible_rate']:.1f}%.",
@@ -399,7 +492,8 @@ def write(summary, workdir):
             f"over {summary['num_seeds']} seeds (ms/list: mean)."]
   if summary.get("pareto"):
     lines += ["", "PRM lambda sweep (unconstrained decoding, seed 0; pareto.png):", "",
-              "| lambda | true utility | NDCG@k | quota satisfied | quota violation |",
+              f"| lambda | {data.get('utility', 'true utility')} | NDCG@k | quota satisfied | "
+              "quota violation |",
               "|---|---|---|---|---|"]
     lines += [f"| {p['quota_weight']:g} | {p['utility']:.3f} | {p['ndcg']:.3f} | "
               f"{p['quota_satisfied']:.3f} | {p['quota_violation']:.3f} |"
