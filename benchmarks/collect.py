@@ -71,6 +71,9 @@ BENCHMARKS = (
               ("--n", "100", "--k", "10", "--batch", "32", "--gap_lists", "20",
                "--random_lists", "30", "--numpy_lists", "8", "--repeats", "2"),
               what="reranker latency, JAX batched vs numpy per list; greedy gap to the MILP"),
+    Benchmark("kuairand_lists", "benchmarks/kuairand_lists.py",
+              ("--users", "200", "--days", "10", "--rows_per_day", "100"),
+              what="KuaiRand lists per user and day from KuaiRand-1K-sized log columns"),
 )
 
 

@@ -23,6 +23,11 @@ feasible proposals of that seed's PRM + quota and Seq2Slate + quota.
 ``runlocal`` shrinks everything to a smoke run (a few minutes on a loaded
 2-core CPU, mostly compilation).
 
+``--config.scorer_workdir=DIR`` hands the simulator lists' initial ranking to
+a Layer 1 scorer trained by ``launch.train`` on the simulator's logs
+(``configs/simulator.py``; hgrank_jax/rerank/layer1_scores.py): the lists come
+from that run's world and are sorted by its serving logits.
+
 ``kuairand`` (combinable with ``runlocal``: ``kuairand,runlocal``) builds one
 list per user and day from the official logs in ``kuairand.manual_dir``
 (hgrank_jax/data/kuairand_lists.py): release ``1k`` by default (Pure logs about
@@ -50,6 +55,9 @@ def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.dataset = "simulator"      # or "kuairand"
+  # Simulator lists: a launch.train workdir trained on synthetic:<view> replaces
+  # the simulator's initial ranker (lists then come from that run's world).
+  config.scorer_workdir = ""
   config.kuairand = ml_collections.ConfigDict({
       "manual_dir": "", "release": "1k", "label": "is_click", "min_candidates": 20,
       "prior_strength": 20.0, "repeat_decay": 0.8, "valid_days": 3, "test_days": 7,

@@ -58,7 +58,8 @@ def prefix_ids(codes: np.ndarray, level: int) -> np.ndarray:
   return np.unique(np.asarray(codes)[:, :level], axis=0, return_inverse=True)[1].reshape(-1)
 
 
-def _restore_best(workdir: pathlib.Path) -> tuple[Any, Any]:
+def restore_best(workdir: str | pathlib.Path) -> tuple[Any, Any]:
+  """(best_params, best_model_state) of the newest checkpoint of a ``launch.train`` run."""
   manager = ocp.CheckpointManager(pathlib.Path(workdir).resolve() / CHECKPOINT_DIR)
   restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
       state=ocp.args.StandardRestore(), loop=ocp.args.JsonRestore()))
@@ -90,7 +91,7 @@ def learned_user_codes(workdir: str | pathlib.Path, dataset: Dataset) -> tuple[n
   if config.objective.name != "hgr":
     raise ValueError(f"{workdir} is not a GroupCE (hgr) run: objective {config.objective.name!r}")
   model = hgr_model_from_config(config, dataset.spec)
-  params, model_state = _restore_best(workdir)
+  params, model_state = restore_best(workdir)
   users, batch = _first_row_per_user(dataset)
 
   def encode(module, b):
@@ -102,32 +103,42 @@ def learned_user_codes(workdir: str | pathlib.Path, dataset: Dataset) -> tuple[n
   return users, np.asarray(jax.device_get(codes))
 
 
-def learned_user_embeddings(workdir: str | pathlib.Path,
-                            dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
-  """``(user_ids [U], e_u [U, d])`` float32 from any finished run's best weights.
+def encode_users(workdir: str | pathlib.Path, spec, batch) -> np.ndarray:
+  """``e_u [B, d]`` float32 of the rows ``batch`` (spec columns) under a run's best weights.
 
-  Works for GroupCE runs and for plain scorers (pointwise objectives).
+  The user tower reads only user fields, so the item and context fields of
+  ``batch`` may be anything valid. Works for GroupCE runs and for plain
+  scorers (pointwise objectives).
   """
   from hgrank_jax.models import make_scorer  # pylint: disable=g-import-not-at-top
   from hgrank_jax.train.objectives import (  # pylint: disable=g-import-not-at-top
       _scorer_kwargs, hgr_model_from_config)
   workdir = pathlib.Path(workdir)
   config = _run_config(workdir)
-  params, model_state = _restore_best(workdir)
-  users, batch = _first_row_per_user(dataset)
+  params, model_state = restore_best(workdir)
   if config.objective.name == "hgr":
-    model = hgr_model_from_config(config, dataset.spec)
+    model = hgr_model_from_config(config, spec)
     embed = lambda m, b: m.scorer.encode(b)[0]
     variables = {"params": params, **model_state}
   else:
     kwargs = _scorer_kwargs(config)
     if config.objective.name == "jrc":
       kwargs["num_tasks"] = 2
-    model = make_scorer(config.model.name, dataset.spec, **kwargs)
+    model = make_scorer(config.model.name, spec, **kwargs)
     embed = lambda m, b: m.encode(b)[0]
     variables = {"params": params}
   embeddings = model.apply(variables, batch, method=embed)
-  return users, np.asarray(jax.device_get(embeddings), np.float32)
+  return np.asarray(jax.device_get(embeddings), np.float32)
+
+
+def learned_user_embeddings(workdir: str | pathlib.Path,
+                            dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+  """``(user_ids [U], e_u [U, d])`` float32 from any finished run's best weights.
+
+  Works for GroupCE runs and for plain scorers (pointwise objectives).
+  """
+  users, batch = _first_row_per_user(dataset)
+  return users, encode_users(workdir, dataset.spec, batch)
 
 
 def embedding_cluster_probe(embeddings: np.ndarray, clusters: np.ndarray, *, folds: int = 2,

@@ -22,6 +22,7 @@ table reports the share of test lists where the quota can be met.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -33,7 +34,7 @@ import numpy as np
 from hgrank_jax.data import SimulatorConfig, kuairand_lists, list_utility, make_request_lists
 from hgrank_jax.data.sim_lists import RequestLists
 from hgrank_jax.metrics import lists as list_metrics
-from hgrank_jax.rerank import diversity, learned
+from hgrank_jax.rerank import diversity, layer1_scores, learned
 from hgrank_jax.rerank import generator_evaluator as ge
 from hgrank_jax.rerank.constrained import constrained, exact, list_objective
 
@@ -79,14 +80,24 @@ def load_lists(config, log=print):
   config = config.copy_and_resolve_references()
   dataset = config.get("dataset", "simulator")
   if dataset == "simulator":
-    sim = SimulatorConfig(seed=config.seed, num_list_requests=config.num_lists,
-                          num_requests=1000, list_candidates=config.num_candidates)
-    lists = make_request_lists(sim)
+    scorer = config.get("scorer_workdir", "")
+    sizes = dict(num_list_requests=config.num_lists, list_candidates=config.num_candidates)
+    if scorer:
+      # The lists come from the world the scorer learned, sorted by its logits.
+      sim = dataclasses.replace(layer1_scores.run_world(scorer)[1], **sizes)
+      lists = layer1_scores.rescore_with_run(scorer, make_request_lists(sim), sim)
+    else:
+      sim = SimulatorConfig(seed=config.seed, num_requests=1000, **sizes)
+      lists = make_request_lists(sim)
+    with config.unlocked():
+      config.num_categories = sim.num_categories
+      config.num_business = sim.num_business_lines
     num_train, num_valid = config.num_train, config.num_valid
     rows = (slice(0, num_train), slice(num_train, num_train + num_valid),
             slice(num_train + num_valid, config.num_lists))
     info = {"dataset": "simulator", "utility": "true utility",
-            "ndcg": "NDCG@k vs true click probabilities"}
+            "ndcg": "NDCG@k vs true click probabilities",
+            "initial_ranker": f"Layer 1 run {scorer}" if scorer else "simulator"}
   elif dataset == "kuairand":
     spec = config.kuairand
     if not spec.manual_dir:
@@ -406,7 +417,12 @@ def run(config, log=print):
     learned_rows[name] = per_seed
     results[name] = _mean_std(per_seed)
     log(f"{name}: {results[name]}")
-  if config.get("generator_evaluator"):
+  generators = [(key, seed) for key in ("prm_quota", "seq2slate_quota")
+                for seed in range(config.num_seeds)]
+  if config.get("generator_evaluator") and not all(g in trained for g in generators):
+    log("generator-evaluator skipped: it needs 'prm_quota' and 'seq2slate_quota' in "
+        "config.learned_order")
+  elif config.get("generator_evaluator"):
     name, rows, chosen = _generator_evaluator(config, trained, truth, (train_x, valid_x, test_x),
                                               (train_rows, valid_rows, test_rows),
                                               (valid_eval, test_eval), log)
@@ -479,7 +495,8 @@ def write(summary, workdir):
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
     csv.append(",".join([name] + [f"{row[column]:.6g}" for column in COLUMNS]))
   gap = summary["greedy_gap"]
-  lines += ["", f"Lists: {data.get('dataset', 'simulator')}, {data.get('lists_per_split')} "
+  ranker = f" (initial ranker: {data['initial_ranker']})" if data.get("initial_ranker") else ""
+  lines += ["", f"Lists: {data.get('dataset', 'simulator')}{ranker}, {data.get('lists_per_split')} "
             f"train/valid/test requests; NDCG@k against "
             f"{data.get('ndcg', 'NDCG@k vs true click probabilities')[len('NDCG@k vs '):]}.",
             f"Constrained greedy vs exact MILP on the {gap['num_lists']} test lists where the quota "

@@ -50,8 +50,10 @@ def model_inputs(inputs, *, num_categories, num_business):
   Returns:
     dict with features float32 ``[R, n, d + C + num_business + 1]``,
     initial_score float32 ``[R, n]`` (standardised within each list), user
-    float32 ``[R, C]`` (the user's history category distribution), where bool
-    ``[R, n]`` and categories int32 ``[R, n]``.
+    float32 ``[R, C]`` (the user's history category distribution), or
+    ``[R, C + d_u]`` when ``inputs`` carries a Layer 1 ``user_embedding``
+    ``[R, d_u]`` (``rerank.layer1_scores``), where bool ``[R, n]`` and
+    categories int32 ``[R, n]``.
   """
   where = np.asarray(inputs["where"], bool)
   score = np.asarray(inputs["initial_score"], np.float32)
@@ -66,6 +68,8 @@ def model_inputs(inputs, *, num_categories, num_business):
   ], axis=-1) * where[..., None]
   history = np.asarray(inputs["history_category_counts"], np.float32)
   user = history / np.maximum(history.sum(-1, keepdims=True), 1.0)
+  if "user_embedding" in inputs:
+    user = np.concatenate([user, np.asarray(inputs["user_embedding"], np.float32)], axis=-1)
   return {"features": features, "initial_score": np.where(where, (score - mean) / std, 0.0),
           "user": user, "where": where, "categories": np.asarray(inputs["category"], np.int32)}
 

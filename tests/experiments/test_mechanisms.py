@@ -38,7 +38,7 @@ def test_learned_codes_of_a_trained_run_match_the_model_and_report_nmi(tmp_path)
   import jax.numpy as jnp
   from hgrank_jax.data import build_world, load_dataset
   from hgrank_jax.data.synthetic import config_for_view
-  from hgrank_jax.experiments.mechanisms import _restore_best, learned_user_codes, simulator_code_report
+  from hgrank_jax.experiments.mechanisms import restore_best, learned_user_codes, simulator_code_report
   from hgrank_jax.models import RVQ_COLLECTION
   from hgrank_jax.train.loop import train_and_evaluate
   from hgrank_jax.train.objectives import hgr_model_from_config
@@ -56,7 +56,7 @@ def test_learned_codes_of_a_trained_run_match_the_model_and_report_nmi(tmp_path)
   train = dataset.split("train")
   first = np.unique(train["user_id"], return_index=True)[1]
   batch = {k: jnp.asarray(v[first]) for k, v in train.items() if k in dataset.spec.column_names}
-  params, model_state = _restore_best(tmp_path)
+  params, model_state = restore_best(tmp_path)
   model = hgr_model_from_config(config, dataset.spec)
   out = model.apply({"params": params, RVQ_COLLECTION: model_state[RVQ_COLLECTION]}, batch)
   np.testing.assert_array_equal(np.asarray(out.codes), codes)
