@@ -99,6 +99,9 @@ def load_lists(config, log=print):
             "ndcg": "NDCG@k vs true click probabilities",
             "initial_ranker": f"Layer 1 run {scorer}" if scorer else "simulator"}
   elif dataset == "kuairand":
+    if config.get("scorer_workdir", ""):
+      raise ValueError("config.scorer_workdir scores simulator lists only; for KuaiRand lists "
+                       "pass per-row scores to kuairand_lists.build_request_lists(initial_scores=)")
     spec = config.kuairand
     if not spec.manual_dir:
       raise ValueError("dataset 'kuairand' needs --config.kuairand.manual_dir, the folder of the "

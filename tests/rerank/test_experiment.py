@@ -84,6 +84,9 @@ def test_kuairand_without_manual_dir_or_unknown_dataset_is_named():
   config = rerank_config.get_config("kuairand,runlocal")
   with pytest.raises(ValueError, match="--config.kuairand.manual_dir"):
     experiment.load_lists(config, log=lambda _: None)
+  config.kuairand.manual_dir, config.scorer_workdir = "/somewhere", "/a/run"
+  with pytest.raises(ValueError, match="scores simulator lists only"):
+    experiment.load_lists(config, log=lambda _: None)
   config.dataset = "movielens"
   with pytest.raises(ValueError, match="'simulator' or 'kuairand'"):
     experiment.load_lists(config, log=lambda _: None)
