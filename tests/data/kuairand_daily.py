@@ -34,7 +34,7 @@ def write_daily_logs(directory, *, num_users=12, dates=DATES, seed=0):
   videos = {int(r["video_id"]): r["tag"].split(",")[0] for r in
             _rows(FIXTURE / "video_features_basic_pure.csv")}
   rng = random.Random(seed)
-  taste = {(u, t): rng.gauss(0.0, 1.5) for u in users for t in set(videos.values())}
+  taste = {(u, t): rng.gauss(0.0, 1.5) for u in users for t in sorted(set(videos.values()))}
   appeal = {v: rng.gauss(0.0, 0.7) for v in videos}
   standard, randomised, serial = [], [], 0
   for date in dates:

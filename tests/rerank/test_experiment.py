@@ -51,7 +51,8 @@ def test_kuairand_lists_end_to_end(tmp_path):
   config = rerank_config.get_config("kuairand,runlocal")
   config.kuairand.update(manual_dir=str(tmp_path / "logs"), release="pure", valid_days=1,
                          test_days=2, min_candidates=10, max_lists=(60, 20, 40))
-  config.max_count = 1       # ten distinct categories: more than some days offer
+  # At most one item per category in a list of 12: more categories than some days offer.
+  config.max_count, config.list_length = 1, 12
   config.train.num_steps = 4
   config.learned_order = ("prm_quota", "seq2slate_quota")
   config.grids = {name: values[:1] for name, values in config.grids.items()}
