@@ -103,19 +103,18 @@ def learned_user_codes(workdir: str | pathlib.Path, dataset: Dataset) -> tuple[n
   return users, np.asarray(jax.device_get(codes))
 
 
-def encode_users(workdir: str | pathlib.Path, spec, batch) -> np.ndarray:
-  """``e_u [B, d]`` float32 of the rows ``batch`` (spec columns) under a run's best weights.
+def encode_users(config: ml_collections.ConfigDict, spec, params, model_state,
+                 batch) -> np.ndarray:
+  """``e_u [B, d]`` float32 of the rows ``batch`` (spec columns) under a run's weights.
 
-  The user tower reads only user fields, so the item and context fields of
-  ``batch`` may be anything valid. Works for GroupCE runs and for plain
-  scorers (pointwise objectives).
+  ``config`` is the run's config and ``params``, ``model_state`` its weights
+  (:func:`restore_best`). The user tower reads only user fields, so the item
+  and context fields of ``batch`` may be anything valid. Works for GroupCE
+  runs and for plain scorers (pointwise objectives).
   """
   from hgrank_jax.models import make_scorer  # pylint: disable=g-import-not-at-top
   from hgrank_jax.train.objectives import (  # pylint: disable=g-import-not-at-top
       _scorer_kwargs, hgr_model_from_config)
-  workdir = pathlib.Path(workdir)
-  config = _run_config(workdir)
-  params, model_state = restore_best(workdir)
   if config.objective.name == "hgr":
     model = hgr_model_from_config(config, spec)
     embed = lambda m, b: m.scorer.encode(b)[0]
@@ -138,7 +137,9 @@ def learned_user_embeddings(workdir: str | pathlib.Path,
   Works for GroupCE runs and for plain scorers (pointwise objectives).
   """
   users, batch = _first_row_per_user(dataset)
-  return users, encode_users(workdir, dataset.spec, batch)
+  params, model_state = restore_best(workdir)
+  return users, encode_users(_run_config(pathlib.Path(workdir)), dataset.spec, params,
+                             model_state, batch)
 
 
 def embedding_cluster_probe(embeddings: np.ndarray, clusters: np.ndarray, *, folds: int = 2,

@@ -101,8 +101,8 @@ def score_candidates(workdir: str | pathlib.Path, lists: RequestLists,
   params, model_state = restore_best(workdir)
   logits = predict_split(objective.predict, params, model_state, columns, batch_size, None)
   first = np.arange(shape[0]) * shape[1]   # slot 0 of each request: its user fields
-  user_embedding = encode_users(workdir, spec, {name: value[first]
-                                                for name, value in columns.items()})
+  user_embedding = encode_users(run_config, spec, params, model_state,
+                                {name: value[first] for name, value in columns.items()})
   return (np.where(x["where"], logits.reshape(shape), -np.inf).astype(np.float32),
           user_embedding)
 
