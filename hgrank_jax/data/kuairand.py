@@ -105,13 +105,14 @@ def read_video_features(paths: list[pathlib.Path]) -> tuple[dict[str, np.ndarray
 
   Returns:
     (table, vocab_sizes, unknown_counts): table has ``video_id`` int64 ``[V]``,
-    ``category`` int32 ``[V]`` (first tag, 0 = no tag), every VIDEO_CATEGORICAL
-    field as int32 ids, and ``video_duration`` float32 ``log1p(seconds)``.
+    ``tag`` (the raw comma-separated tag lists, strings ``[V]``), ``category``
+    int32 ``[V]`` (first tag, 0 = no tag), every VIDEO_CATEGORICAL field as
+    int32 ids, and ``video_duration`` float32 ``log1p(seconds)``.
   """
   kinds = {"video_id": csv_core.INT, "tag": csv_core.STR, "video_duration": csv_core.FLOAT,
            **{c: csv_core.STR for c in VIDEO_CATEGORICAL}}
   raw = _read_parts(paths, kinds)
-  table, vocab_sizes, unknown = {"video_id": raw["video_id"]}, {}, {}
+  table, vocab_sizes, unknown = {"video_id": raw["video_id"], "tag": raw["tag"]}, {}, {}
   table["category"], vocabulary, unknown["category"] = csv_core.encode_categories(
       first_tags(raw["tag"]))
   vocab_sizes["category"] = len(vocabulary) + 1
@@ -168,7 +169,14 @@ def _drop_invalid(logs: dict, bad: np.ndarray, reason: str, names: list[str],
 
 def read(manual_dir: pathlib.Path | str, config: str = "pure", *, skip_malformed: bool = False
          ) -> tuple[FeatureSpec, dict[str, np.ndarray], dict]:
-  """Reads and joins one KuaiRand release from ``manual_dir``.
+  """Reads and joins one KuaiRand release from ``manual_dir``; see :func:`read_with_videos`."""
+  return read_with_videos(manual_dir, config, skip_malformed=skip_malformed)[:3]
+
+
+def read_with_videos(manual_dir: pathlib.Path | str, config: str = "pure", *,
+                     skip_malformed: bool = False
+                     ) -> tuple[FeatureSpec, dict[str, np.ndarray], dict, dict[str, np.ndarray]]:
+  """Reads and joins one KuaiRand release from ``manual_dir``, keeping the video table.
 
   Args:
     manual_dir: directory with the official CSV files (see :func:`expected_files`).
@@ -177,9 +185,10 @@ def read(manual_dir: pathlib.Path | str, config: str = "pure", *, skip_malformed
       rows and rows whose user or video is absent from the feature files.
 
   Returns:
-    (spec, columns, info). Columns are ``[n]`` arrays in file order (standard
-    logs, then random logs): int32 ids, float32 numbers and labels, int8
-    ``is_rand``, int64 ``time_ms``, int32 ``date``.
+    (spec, columns, info, videos). Columns are ``[n]`` arrays in file order
+    (standard logs, then random logs): int32 ids, float32 numbers and labels,
+    int8 ``is_rand``, int64 ``time_ms``, int32 ``date``. ``videos`` is the
+    table of :func:`read_video_features` (one row per video, raw tags included).
 
   Raises:
     FileNotFoundError: naming every expected file and where to obtain it.
@@ -239,4 +248,4 @@ def read(manual_dir: pathlib.Path | str, config: str = "pure", *, skip_malformed
           "unknown_values": {"user_features": user_unknown, "video_features": video_unknown},
           "videos_without_tag": int(video_unknown["category"]),
           "skipped_rows": report.to_info(), "extra_columns": ["is_rand", "time_ms", "date"]}
-  return spec, columns, info
+  return spec, columns, info, videos

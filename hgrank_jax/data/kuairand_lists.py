@@ -310,13 +310,8 @@ def load(manual_dir: pathlib.Path | str, config: str = "1k", *, skip_malformed: 
     (lists, info) with the reader's info under ``info["reader"]`` and
     ``info["num_categories"]``, ``info["num_business"]``, ``info["tags"]``.
   """
-  spec, columns, reader_info = kuairand.read(manual_dir, config, skip_malformed=skip_malformed)
-  video_files = next(paths for pattern, paths in csv_core.check_files(
-      manual_dir, kuairand.expected_files(config), dataset=f"kuairand:{config}",
-      instructions=kuairand.INSTRUCTIONS).items() if pattern.startswith("video_features_basic"))
-  parts = [csv_core.read_csv(path, {"video_id": csv_core.INT, "tag": csv_core.STR})
-           for path in video_files]
-  videos = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+  spec, columns, reader_info, videos = kuairand.read_with_videos(manual_dir, config,
+                                                                 skip_malformed=skip_malformed)
   embedding, tags = tag_embeddings(videos["tag"])
   num_categories = spec.categorical_feature("category").vocab_size
   lists, info = build_request_lists(columns, video_ids=videos["video_id"],
