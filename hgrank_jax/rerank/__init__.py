@@ -15,7 +15,8 @@ including REINFORCE, and inference of the PRM / Seq2Slate models),
 :mod:`.generator_evaluator` (feasible candidate lists, a learned list
 evaluator picks), :mod:`.layer1_scores` (a trained Layer 1 scorer re-sorts the
 simulator's request lists: ``from hgrank_jax.rerank import layer1_scores``)
-and :mod:`.experiment` (the comparison run by ``launch/rerank.py``). The latency benchmark is ``benchmarks/rerank.py``.
+:mod:`.list_sources` (the comparison's request lists and splits) and
+:mod:`.experiment` (the comparison run by ``launch/rerank.py``). The latency benchmark is ``benchmarks/rerank.py``.
 """
 
 from hgrank_jax.rerank.constrained import CategoryState

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from hgrank_jax.rerank import experiment
+from hgrank_jax.rerank import experiment, list_sources
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
 import rerank as rerank_config  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -66,7 +66,7 @@ def test_kuairand_lists_end_to_end(tmp_path):
   assert data["num_categories"] > 10 and data["dates"]["test"][0] > data["dates"]["valid"][1]
   assert "| method | label utility |" in text and "NDCG@k against observed is_click" in text
   # Reference for which test lists can meet the quota: >= 10 distinct categories among candidates.
-  lists, splits, _, _ = experiment.load_lists(config, log=lambda _: None)
+  lists, splits, _, _ = list_sources.load_lists(config, log=lambda _: None)
   test = splits[2]
   categories, where = lists.inputs["category"][test], lists.inputs["where"][test]
   possible = np.array([len(set(c[w])) >= config.list_length for c, w in zip(categories, where)])
@@ -84,12 +84,12 @@ def test_kuairand_lists_end_to_end(tmp_path):
 def test_kuairand_without_manual_dir_or_unknown_dataset_is_named():
   config = rerank_config.get_config("kuairand,runlocal")
   with pytest.raises(ValueError, match="--config.kuairand.manual_dir"):
-    experiment.load_lists(config, log=lambda _: None)
+    list_sources.load_lists(config, log=lambda _: None)
   config.kuairand.manual_dir, config.scorer_workdir = "/somewhere", "/a/run"
   with pytest.raises(ValueError, match="scores simulator lists only"):
-    experiment.load_lists(config, log=lambda _: None)
+    list_sources.load_lists(config, log=lambda _: None)
   config.dataset = "movielens"
   with pytest.raises(ValueError, match="'simulator' or 'kuairand'"):
-    experiment.load_lists(config, log=lambda _: None)
+    list_sources.load_lists(config, log=lambda _: None)
   with pytest.raises(ValueError, match="known: runlocal, kuairand"):
     rerank_config.get_config("kuairnd")
