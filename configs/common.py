@@ -40,6 +40,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.data_source = "memory"       # or "streaming": array_record blocks at data_path
   config.data_path = ""               # see benchmarks/pipeline.py and docs/scaling.md
   config.stream_window_blocks = 8     # blocks shuffled together when streaming
+  # How the run executes, not what it computes (never part of a run's identity):
+  config.steps_per_dispatch = 0       # train steps per jitted call; 0: 1 on CPU, 32 on GPU/TPU
+  config.data_placement = "auto"      # "device": train split resident on the devices; "host";
+                                      # "auto": device on GPU/TPU when it fits, else host
 
   config.model = ml_collections.ConfigDict(dict(
       name="dnn", hidden_layers=(256, 128), dropout_rate=0.0,

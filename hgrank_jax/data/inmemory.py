@@ -135,17 +135,26 @@ class ArrayBatcher:
   def __iter__(self) -> Iterator[dict[str, Any]]:
     return self
 
-  def __next__(self) -> dict[str, Any]:
+  def next_indices(self) -> tuple[np.ndarray, np.ndarray]:
+    """The next step's row indices and mask (this process's rows), advancing the position.
+
+    What :meth:`__next__` gathers; a split resident on the devices gathers these
+    rows there instead (:mod:`hgrank_jax.data.chunks`), in the same order.
+    """
     if self.exhausted:
       raise StopIteration
     rows, valid = self.batch_indices(self._epoch, self._step_in_epoch)
     if self._local is not None:  # several processes: gather only this process's rows
       rows, valid = rows[self._local], valid[self._local]
-    batch = {name: values[rows] for name, values in self.columns.items()}
-    batch[MASK] = valid
     self._step_in_epoch += 1
     if self._step_in_epoch == self.steps_per_epoch:
       self._epoch, self._step_in_epoch = self._epoch + 1, 0
+    return rows, valid
+
+  def __next__(self) -> dict[str, Any]:
+    rows, valid = self.next_indices()
+    batch = {name: values[rows] for name, values in self.columns.items()}
+    batch[MASK] = valid
     if self.sharding is not None:
       batch = global_batch(batch, self.sharding, self.global_batch_size)
     return batch

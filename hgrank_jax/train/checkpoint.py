@@ -66,10 +66,20 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Keys that say how a run executes, not what it computes: the same run gives the
+# same parameters (within 1e-6) at any value, so they never enter a run's identity
+# and a workdir may be resumed with another value (e.g. on another backend).
+EXECUTION_KEYS = ("steps_per_dispatch", "data_placement")
+
+
 def identity_config(config_dict: Mapping[str, Any]) -> dict[str, Any]:
-  """``config_dict`` without the top-level keys that sit at their neutral default."""
+  """``config_dict`` without execution keys and the top-level keys at their neutral default.
+
+  >>> identity_config({"seed": 0, "checkpoint_every_steps": 0, "steps_per_dispatch": 32})
+  {'seed': 0}
+  """
   return {k: v for k, v in dict(config_dict).items()
-          if not (k in NEUTRAL_DEFAULTS and v == NEUTRAL_DEFAULTS[k])}
+          if not (k in NEUTRAL_DEFAULTS and v == NEUTRAL_DEFAULTS[k]) and k not in EXECUTION_KEYS}
 
 
 def prepare_workdir(workdir: str | os.PathLike, config_dict: Mapping[str, Any],

@@ -100,3 +100,18 @@ def test_streaming_without_data_path_is_refused(tmp_path):
   config = _simulator_config(tmp_path / "nothing_here", dataset="synthetic:tiny")
   with pytest.raises(FileNotFoundError, match="holds no block dataset"):
     train_and_evaluate(config, tmp_path / "w")
+
+
+def test_streaming_with_steps_per_dispatch_matches_one_step(tmp_path, blocks):
+  # The streamed batches of a dispatch are stacked on the devices; dispatches of 3
+  # steps stop at every log (4) and evaluation (8).
+  one = train_and_evaluate(_simulator_config(blocks, num_train_steps=12), tmp_path / "one")
+  several = train_and_evaluate(_simulator_config(blocks, num_train_steps=12,
+                                                 steps_per_dispatch=3), tmp_path / "several")
+  a, loop_a = _state(tmp_path / "one")
+  b, loop_b = _state(tmp_path / "several")
+  assert loop_a == loop_b
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-6)
+  for split in ("valid", "test"):
+    assert several[split] == pytest.approx(one[split], abs=1e-6)
