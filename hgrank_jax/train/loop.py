@@ -21,9 +21,10 @@ on an accelerator, so each jitted call runs ``config.steps_per_dispatch`` steps
 elsewhere) and stops short at every log, evaluation, checkpoint and the end,
 so those happen at the same steps whatever the setting. With
 ``config.data_placement`` "device" (or "auto" on an accelerator, when it fits)
-the training split is copied onto the devices once and each dispatch transfers
-only its row indices (:mod:`hgrank_jax.data.chunks`). The host reads the
-step metrics only at logs, evaluations and checkpoints.
+the splits are copied onto the devices once, each dispatch transfers only its
+row indices (:mod:`hgrank_jax.data.chunks`), and validation is scored and
+measured on the devices in one call (:class:`~hgrank_jax.train.evaluation.DeviceSplit`).
+The host reads the step metrics only at logs, evaluations and checkpoints.
 In a multi-process run (:mod:`~hgrank_jax.train.distributed`) every process
 runs this function: each feeds its rows of every global batch, all save the
 checkpoint together, and only process 0 writes metrics, results and predictions.
@@ -45,8 +46,8 @@ from hgrank_jax.data import ArrayBatcher, Dataset, FeatureSpec, chunks, load_dat
 from hgrank_jax.train import checkpoint as ckpt_lib
 from hgrank_jax.train import preemption
 from hgrank_jax.train.early_stopping import EarlyStopping
-from hgrank_jax.train.evaluation import (METRIC_MODES, classification_metrics, evaluate_split,
-                                         predict_split)
+from hgrank_jax.train.evaluation import (METRIC_MODES, DeviceSplit, classification_metrics,
+                                         evaluate_split, predict_split)
 from hgrank_jax.train.sharding import check_batch_divisible, data_mesh, replicated_sharding
 from hgrank_jax.train.state import Objective, init_train_state, make_optimizer
 from hgrank_jax.train.steps import make_multi_step, make_predict_step, make_train_step
@@ -156,8 +157,9 @@ def _open_data(config, dataset: Dataset | None, mesh) -> _Data:
     columns = dataset.split("train")
     train = ArrayBatcher(columns, batch_size, seed=seed, mesh=mesh)
     example = next(ArrayBatcher(columns, batch_size, shuffle=False, mesh=mesh))
-    placement, reason = chunks.choose_placement(config.get("data_placement", "auto"),
-                                                chunks.columns_nbytes(columns),
+    # The valid and test splits go with it: evaluation then runs on the devices too.
+    nbytes = sum(chunks.columns_nbytes(dataset.split(s)) for s in ("train", "valid", "test"))
+    placement, reason = chunks.choose_placement(config.get("data_placement", "auto"), nbytes,
                                                 list(mesh.devices.flat))
     resident = chunks.place_replicated(columns, mesh) if placement == "device" else None
     return _Data(dataset.spec, train, example, dataset.split("valid"), dataset.split("test"),
@@ -301,6 +303,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   multi_step = make_multi_step(objective, optimizer, mesh, state_sharding,
                                device_columns=resident)
   predict = make_predict_step(objective, mesh)
+  on_device = {s: DeviceSplit(objective.predict, columns, data.spec, int(config.eval_batch_size),
+                              mesh) for s, columns in (("valid", data.valid), ("test", data.test))
+               } if resident else {}
   total = int(config.num_train_steps)
   checkpoint_every = int(config.get("checkpoint_every_steps", 0))
   per_dispatch = steps_per_dispatch(config, mesh.devices.flat[0].platform)
@@ -380,8 +385,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       if step % config.log_every_steps == 0 or evaluate_now or stop_here:
         flush_train_metrics()
       if evaluate_now:
-        valid = evaluate_split(predict, state["params"], state["model_state"], data.valid,
-                               data.spec, config.eval_batch_size, mesh)
+        if resident:
+          valid = on_device["valid"].metrics(state["params"], state["model_state"])
+        else:
+          valid = evaluate_split(predict, state["params"], state["model_state"], data.valid,
+                                 data.spec, config.eval_batch_size, mesh)
         if early.update(valid[early.metric], step):
           state["best_params"] = jax.tree.map(jnp.copy, state["params"])
           state["best_model_state"] = jax.tree.map(jnp.copy, state["model_state"])
@@ -409,8 +417,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                "checkpoint_step": step, "watched_metric": early.metric}
     predictions = {}
     for split, columns in (("valid", data.valid), ("test", data.test)):
-      predictions[split] = predict_split(predict, state["best_params"], state["best_model_state"],
-                                         columns, config.eval_batch_size, mesh)
+      if resident:
+        predictions[split] = on_device[split].predictions(state["best_params"],
+                                                          state["best_model_state"])
+      else:
+        predictions[split] = predict_split(predict, state["best_params"],
+                                           state["best_model_state"], columns,
+                                           config.eval_batch_size, mesh)
+      # The reported numbers are those of the saved predictions, in float64.
       groups = columns[data.spec.user_field] if data.spec.user_field else None
       results[split] = classification_metrics(predictions[split], columns[data.spec.label],
                                               groups)

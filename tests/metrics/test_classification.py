@@ -146,6 +146,29 @@ def test_ctr_metrics_matches_sklearn_and_jax_versions():
   assert np.isnan(no_groups["gauc"]) and no_groups["num_gauc_groups"] == 0
 
 
+@pytest.mark.parametrize("seed", [7, 8])
+def test_device_ctr_metrics_match_sklearn_with_ties_and_single_class_groups(seed):
+  from hgrank_jax.metrics.classification import device_ctr_metrics  # pylint: disable=g-import-not-at-top
+  logits, labels, groups, valid = _data(seed, n=20_000, num_groups=800)
+  out = jax.device_get(device_ctr_metrics(logits, labels, groups, where=valid))
+  s, y, g = logits[valid], labels[valid], groups[valid]
+  assert len(np.unique(s)) < len(s) // 100  # heavy ties
+  single_class = [k for k in np.unique(g) if y[g == k].min() == y[g == k].max()]
+  assert single_class  # groups GAUC must skip
+  p = 1 / (1 + np.exp(-s.astype(np.float64)))
+  np.testing.assert_allclose(out["auc"], roc_auc_score(y, s), atol=1e-6)
+  np.testing.assert_allclose(out["gauc"], _sk_gauc(s, y, g), atol=1e-6)
+  np.testing.assert_allclose(out["logloss"], sk_log_loss(y, p), atol=1e-6)
+  np.testing.assert_allclose(out["ece"], _np_ece_and_bins(p, y, 15)[0], atol=1e-6)
+  assert out["num_rows"] == valid.sum() and bool(out["all_finite"])
+  assert out["num_gauc_groups"] == len(np.unique(g)) - len(single_class)
+  no_groups = jax.device_get(device_ctr_metrics(logits, labels, where=valid))
+  assert np.isnan(no_groups["gauc"]) and no_groups["num_gauc_groups"] == 0
+  bad = np.where(np.arange(len(logits)) == np.argmax(valid), np.nan, logits)
+  assert not bool(device_ctr_metrics(bad, labels, groups, where=valid)["all_finite"])
+  assert bool(device_ctr_metrics(bad, labels, groups, where=valid & ~np.isnan(bad))["all_finite"])
+
+
 def test_bad_input_is_named():
   s = jnp.zeros(4)
   with pytest.raises(ValueError, match="labels"):

@@ -52,7 +52,9 @@ def _assert_same_run(a, b, atol=1e-6, kinds=("train", "eval")):
   steps_a, state_a, loop_a = _checkpoints(a)
   steps_b, state_b, loop_b = _checkpoints(b)
   assert steps_a == steps_b
-  assert loop_a == loop_b
+  # Evaluated on the devices, the early-stopping values are float32 ones.
+  assert loop_a["data"] == loop_b["data"]
+  assert loop_a["early_stopping"] == pytest.approx(loop_b["early_stopping"], abs=max(atol, 1e-6))
   for x, y in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=atol)
   for kind in kinds:
