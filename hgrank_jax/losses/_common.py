@@ -61,7 +61,9 @@ def list_segment_ids(list_shape, valid: Array,
   """Flat segment ids for ``[..., n]`` inputs and their static bound.
 
   Each leading index is its own list; within a list, ``segments`` (when given)
-  splits it further. Returns ``(ids [prod(shape)], num_segments)``.
+  splits it further. Returns ``(ids [prod(shape)], num_segments)``; with
+  ``segments`` the ids are those of :func:`hgrank_jax.ops.segments.packed_segment_ids`
+  (not dense: some ids below the bound may be unused).
   """
   total = int(np.prod(list_shape))
   list_size = list_shape[-1]
@@ -71,8 +73,9 @@ def list_segment_ids(list_shape, valid: Array,
     # Lists are already dense ids; no sort needed.
     return list_index, max(num_lists, 1)
   keys = jnp.stack([list_index, segments.reshape(-1).astype(jnp.int32)], 1)
-  ids, _ = seg.dense_segment_ids(keys, where=valid.reshape(-1))
-  return ids, max(total, 1)
+  # The losses only reduce within ids, so small keys need no sort: list * S + segment.
+  ids, bound = seg.packed_segment_ids(keys, where=valid.reshape(-1))
+  return ids, max(bound, 1)
 
 
 def is_concrete(value) -> bool:

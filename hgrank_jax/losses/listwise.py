@@ -104,8 +104,9 @@ def list_ce(
   where :math:`M` counts the segments holding at least one valid row. A segment
   without a positive contributes 0 yet still counts in :math:`M`, as Eq. 8
   divides by :math:`M_l`. This is the softmax cross-entropy of the log-sigmoid
-  scores. O(n) memory; O(n log n) time when ``segments`` is given (ids are made
-  dense by sorting), O(n) otherwise.
+  scores. O(n) memory; O(n) time without ``segments`` or when the segment ids
+  span a small range (``list * S + segment`` is the segment id), O(n log n)
+  otherwise (ids are made dense by sorting).
 
   Args:
     logits: ``[..., n]`` float logits; each leading index is its own list.

@@ -2,12 +2,15 @@
 
 Listwise and group-wise losses, GAUC and the rerankers group rows by arbitrary
 integer keys (a user id, a request id, the first ``l`` codes of a hierarchical
-user code). :func:`prefix_segment_ids` numbers the groups of every prefix length
-with one sort (of the key columns packed into one integer when their ranges
-allow), so cost is O(n log n) in rows and O(n) in memory whatever the key space;
-:func:`code_prefix_ids` does the same without a sort when the codes' range
-``[0, K)`` is known and ``K**L`` is small; :func:`dense_segment_ids` is the
-one-level case. Masked rows get the id ``n``, which the reductions of
+user code). :func:`prefix_segment_ids` numbers the groups of every prefix length.
+When the valid rows' keys span a small range (their mixed-radix packing, e.g.
+``list * S + segment``, stays below ``TABLE_FACTOR * n``) the rows are counted
+into a table of that size and the occupied entries numbered in order: O(n) work
+and no sort. Otherwise one sort (of the key columns packed into one integer when
+their ranges allow) is used, so cost is O(n log n) in rows and O(n) in memory
+whatever the key space. :func:`code_prefix_ids` counts into a ``K**l`` table
+when the codes' range ``[0, K)`` is known statically; :func:`dense_segment_ids`
+is the one-level case. Masked rows get the id ``n``, which the reductions of
 :mod:`hgrank_jax.ops.segments` drop.
 """
 
@@ -79,25 +82,101 @@ def _lexicographic_order(keys: Array, valid: Array) -> Array:
   return jax.lax.cond(fits, packed_order, lexsort_order)
 
 
-@jax.jit
+# Keys whose packed range is below TABLE_FACTOR * n are counted into a table of
+# that size instead of sorted: O(n) memory either way, and no sort.
+TABLE_FACTOR = 2
+
+
+def _table_radices(keys: Array, valid: Array, table_size: int) -> Tuple[Array, Array, Array]:
+  """Per-column minimum and radix ``max - min + 1`` over valid rows, and whether
+  the mixed-radix packing of all columns stays below ``table_size``.
+
+  The check runs in exact integer arithmetic (column spans may be close to
+  2**32); columns without a valid row get radix 1.
+  """
+  big = jnp.iinfo(jnp.int32).max
+  low = jnp.min(jnp.where(valid[:, None], keys, big), axis=0)
+  high = jnp.max(jnp.where(valid[:, None], keys, -big), axis=0)
+  # The difference in uint32 is exact even where int32 would overflow.
+  span = jnp.where(high >= low, high.astype(jnp.uint32) - low.astype(jnp.uint32), 0)
+  fits = jnp.array(True)
+  product = jnp.uint32(1)  # packed range of the columns so far, <= table_size while fits
+  for column in range(keys.shape[1]):
+    # product * (span + 1) <= table_size  <=>  span < table_size // product
+    fits &= span[column] < jnp.uint32(table_size) // product
+    product = jnp.where(fits, product * (span[column] + 1), 1)
+  radix = jnp.where(fits, span + 1, 1).astype(jnp.int32)
+  return jnp.where(high >= low, low, 0), radix, fits
+
+
+def _table_prefix_ids(keys, valid, low, radix, num_outer, num_levels, table_size):
+  """Prefix ids by counting rows into a table of packed keys (keys must fit it).
+
+  Level ``l`` packs its key columns in mixed radix, first column most
+  significant, so the table's occupied entries are numbered in the same order
+  as the sort would number them.
+  """
+  n = keys.shape[0]
+  digits = jnp.where(valid[:, None], keys - low, 0)
+  packed = jnp.zeros((n,), jnp.int32)
+  for column in range(num_outer):
+    packed = packed * radix[column] + digits[:, column]
+  ones = valid.astype(jnp.int32)
+  all_ids, counts = [], []
+  for column in range(num_outer, num_outer + num_levels):
+    packed = packed * radix[column] + digits[:, column]
+    occupied = jax.ops.segment_sum(ones, packed, num_segments=table_size) > 0
+    rank = jnp.cumsum(occupied.astype(jnp.int32)) - 1
+    all_ids.append(jnp.where(valid, rank[packed], n))
+    counts.append(jnp.sum(occupied.astype(jnp.int32)))
+  return jnp.stack(all_ids).astype(jnp.int32), jnp.stack(counts).astype(jnp.int32)
+
+
+def _sorted_prefix_ids(keys, valid, num_outer, num_levels):
+  """Prefix ids from one lexicographic sort of the rows (any integer keys)."""
+  n = keys.shape[0]
+  order = _lexicographic_order(keys, valid)
+  sorted_keys = keys[order]
+  sorted_valid = valid[order]
+
+  differs = sorted_keys[1:] != sorted_keys[:-1]  # [n-1, k + L]
+  # A change in any earlier column also opens a new group at deeper levels.
+  changed_so_far = jnp.cumsum(differs.astype(jnp.int32), axis=1) > 0
+  opens = changed_so_far[:, num_outer:]  # [n-1, L]: only levels 1..L
+  opens = jnp.concatenate([jnp.ones((1, num_levels), jnp.bool_), opens])
+  sorted_ids = jnp.cumsum(opens.astype(jnp.int32), axis=0) - 1
+  num_groups = jnp.sum(opens & sorted_valid[:, None], axis=0).astype(jnp.int32)
+  sorted_ids = jnp.where(sorted_valid[:, None], sorted_ids, n)
+  ids = jnp.zeros((n, num_levels), jnp.int32).at[order].set(sorted_ids)
+  return ids.T, num_groups
+
+
+@functools.partial(jax.jit, static_argnames=("method",))
 def prefix_segment_ids(
     codes: Array,
     *,
     where: Optional[Array] = None,
     outer_keys: Optional[Array] = None,
+    method: str = "auto",
 ) -> Tuple[Array, Array]:
   r"""Dense group ids for every prefix length of a code matrix.
 
   For level :math:`l = 1..L`, rows whose first :math:`l` codes agree (and whose
-  ``outer_keys`` agree, when given) share an id. One lexicographic sort serves
-  all levels: after sorting, a row opens a new level-:math:`l` group when any of
-  its first :math:`l` codes differs from the previous row's.
+  ``outer_keys`` agree, when given) share an id, and ids follow the
+  lexicographic order of the keys. With ``method="auto"``, when the valid rows'
+  key columns span ranges :math:`r_j` with :math:`\prod_j r_j \le`
+  ``TABLE_FACTOR * n`` (small integer keys such as ``list * S + segment``) the
+  rows are counted into a table of packed keys, O(n) work; otherwise one
+  lexicographic sort serves all levels: after sorting, a row opens a new
+  level-:math:`l` group when any of its first :math:`l` codes differs from the
+  previous row's. Both give the same ids; ``method="sort"`` forces the sort.
 
   Args:
     codes: ``[n, L]`` integer array (``[n]`` is read as ``L = 1``).
     where: optional ``[n]`` bool mask; masked rows get id ``n`` at every level.
     outer_keys: optional ``[n]`` or ``[n, k]`` integer keys that split groups
       further at every level (for example a list index or a request id).
+    method: ``"auto"`` (table when the keys fit, else sort) or ``"sort"``.
 
   Returns:
     ``(ids, num_groups)``: ``ids`` is ``[L, n]`` int32 with values in
@@ -113,6 +192,8 @@ def prefix_segment_ids(
   >>> print(counts)
   [2 3]
   """
+  if method not in ("auto", "sort"):
+    raise ValueError(f"method must be 'auto' or 'sort', got {method!r}")
   codes = _keys_matrix(codes, "codes")
   n, num_levels = codes.shape
   valid = _check_where(where, n)
@@ -129,20 +210,69 @@ def prefix_segment_ids(
 
   keys = jnp.concatenate([outer, codes], axis=1)
   num_outer = outer.shape[1]
-  order = _lexicographic_order(keys, valid)
-  sorted_keys = keys[order]
-  sorted_valid = valid[order]
+  if method == "sort":
+    return _sorted_prefix_ids(keys, valid, num_outer, num_levels)
+  table_size = TABLE_FACTOR * n
+  low, radix, fits = _table_radices(keys, valid, table_size)
+  return jax.lax.cond(
+      fits,
+      lambda: _table_prefix_ids(keys, valid, low, radix, num_outer, num_levels, table_size),
+      lambda: _sorted_prefix_ids(keys, valid, num_outer, num_levels))
 
-  differs = sorted_keys[1:] != sorted_keys[:-1]  # [n-1, k + L]
-  # A change in any earlier column also opens a new group at deeper levels.
-  changed_so_far = jnp.cumsum(differs.astype(jnp.int32), axis=1) > 0
-  opens = changed_so_far[:, num_outer:]  # [n-1, L]: only levels 1..L
-  opens = jnp.concatenate([jnp.ones((1, num_levels), jnp.bool_), opens])
-  sorted_ids = jnp.cumsum(opens.astype(jnp.int32), axis=0) - 1
-  num_groups = jnp.sum(opens & sorted_valid[:, None], axis=0).astype(jnp.int32)
-  sorted_ids = jnp.where(sorted_valid[:, None], sorted_ids, n)
-  ids = jnp.zeros((n, num_levels), jnp.int32).at[order].set(sorted_ids)
-  return ids.T, num_groups
+
+def packed_segment_ids(
+    keys: Array, *, where: Optional[Array] = None
+) -> Tuple[Array, int]:
+  """Segment ids for the reductions, not necessarily dense: no sort for small keys.
+
+  Rows with equal keys share an id. When the valid rows' key columns pack into
+  fewer than ``TABLE_FACTOR * n`` values (e.g. ``[list, segment]`` with
+  ``num_lists * S`` small), the id is the mixed-radix packing itself,
+  ``list * S + (segment - min)``: O(n), no sort and no renumbering. Otherwise it
+  is the dense id of :func:`dense_segment_ids` (found by sorting). Either way
+  ids lie in ``[0, TABLE_FACTOR * n)`` and masked rows get ``TABLE_FACTOR * n``;
+  ids of absent keys stay unused, which the reductions of
+  :mod:`hgrank_jax.ops.segments` (and a loss averaging over occupied segments)
+  do not notice.
+
+  Args:
+    keys: ``[n]`` or ``[n, k]`` integer keys.
+    where: optional ``[n]`` bool mask.
+
+  Returns:
+    ``(ids, num_segments)``: ``[n]`` int32 ids and the static bound
+    ``TABLE_FACTOR * n`` to pass to the reductions.
+
+  >>> import jax.numpy as jnp
+  >>> ids, bound = packed_segment_ids(jnp.array([[0, 5], [1, 4], [0, 5], [0, 4]]))
+  >>> print(ids, bound)  # list * 2 + (segment - 4)
+  [1 2 1 0] 8
+  """
+  keys = _keys_matrix(keys, "keys")
+  # The bound is static (a shape), so only the ids are computed under jit.
+  return _packed_ids(keys, _check_where(where, keys.shape[0])), TABLE_FACTOR * keys.shape[0]
+
+
+@jax.jit
+def _packed_ids(keys: Array, valid: Array) -> Array:
+  n = keys.shape[0]
+  table_size = TABLE_FACTOR * n
+  if n == 0:
+    return jnp.zeros((0,), jnp.int32)
+  low, radix, fits = _table_radices(keys, valid, table_size)
+
+  def packed():
+    digits = jnp.where(valid[:, None], keys - low, 0)
+    ids = jnp.zeros((n,), jnp.int32)
+    for column in range(keys.shape[1]):
+      ids = ids * radix[column] + digits[:, column]
+    return ids
+
+  def sorted_ids():
+    return _sorted_prefix_ids(keys, valid, 0, keys.shape[1])[0][-1]
+
+  ids = jax.lax.cond(fits, packed, sorted_ids)
+  return jnp.where(valid, ids, table_size)
 
 
 # Largest number of possible (list, code prefix) keys for which prefix ids are
@@ -211,7 +341,11 @@ def code_prefix_ids(
 def dense_segment_ids(
     keys: Array, *, where: Optional[Array] = None
 ) -> Tuple[Array, Array]:
-  """Dense ids ``0 .. S-1`` for rows with equal keys, found by sorting.
+  """Dense ids ``0 .. S-1`` for rows with equal keys, in sorted key order.
+
+  Small integer keys (e.g. ``[list, segment]`` columns whose packed range is at
+  most ``TABLE_FACTOR * n``) are counted into a table; others are sorted (see
+  :func:`prefix_segment_ids`).
 
   Args:
     keys: ``[n]`` integer keys or ``[n, k]`` composite keys (rows equal in all

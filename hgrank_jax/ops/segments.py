@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 
 # The id functions are re-exported here, next to the reductions that consume their ids.
-from hgrank_jax.ops.group_ids import (DIRECT_PREFIX_LIMIT, code_prefix_ids, dense_segment_ids,
-                                      prefix_segment_ids)
+from hgrank_jax.ops.group_ids import (DIRECT_PREFIX_LIMIT, TABLE_FACTOR, code_prefix_ids,
+                                      dense_segment_ids, packed_segment_ids, prefix_segment_ids)
 
 Array = jax.Array
 
@@ -245,6 +245,7 @@ def gather_segments(per_segment: Array, segment_ids: Array,
 __all__: Sequence[str] = (
     "dense_segment_ids",
     "gather_segments",
+    "packed_segment_ids",
     "prefix_segment_ids",
     "code_prefix_ids",
     "segment_count",

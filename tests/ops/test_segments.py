@@ -83,6 +83,53 @@ def test_code_prefix_ids_equal_sorted_ids(codebook_size, num_levels):
   np.testing.assert_array_equal(counts, want_counts)
 
 
+@pytest.mark.parametrize("case", ["small", "ties", "all_masked", "wide"])
+def test_table_ids_equal_sorted_ids(case):
+  # Small key ranges are counted into a table (no sort); wide ones fall back to
+  # the sort. Whichever path runs, ids equal the sorted path's and the reference.
+  rng = np.random.default_rng(5)
+  n = 400
+  codes = rng.integers(-3, 4, size=(n, 2))
+  outer = rng.integers(0, 5, size=n)
+  valid = rng.random(n) > 0.25
+  if case == "ties":
+    codes[:] = codes[0]  # every row the same key
+  elif case == "all_masked":
+    valid[:] = False
+  elif case == "wide":
+    codes[:, 1] = rng.integers(-2**30, 2**30, size=n)  # packed range far above 2n
+  want_ids, want_counts = _np_prefix_ids(codes, valid, outer)
+  for method in ("auto", "sort"):
+    ids, counts = seg.prefix_segment_ids(codes, where=valid, outer_keys=outer, method=method)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(counts, want_counts)
+  ids, count = seg.dense_segment_ids(np.stack([outer, codes[:, 0]], 1), where=valid)
+  np.testing.assert_array_equal(ids, _np_prefix_ids(codes[:, :1], valid, outer)[0][0])
+
+
+@pytest.mark.parametrize("spread", [16, 100_000])  # list * S + segment; sort fallback
+def test_packed_segment_ids_group_rows_like_dense_ids(spread):
+  rng = np.random.default_rng(9)
+  n, num_lists = 512, 8
+  lists = np.repeat(np.arange(num_lists), n // num_lists)
+  segments = rng.integers(0, spread, size=n)
+  valid = rng.random(n) > 0.2
+  keys = np.stack([lists, segments], 1)
+  ids, bound = seg.packed_segment_ids(keys, where=valid)
+  ids = np.asarray(ids)
+  assert bound == seg.TABLE_FACTOR * n
+  np.testing.assert_array_equal(ids[~valid], bound)
+  assert ids[valid].min() >= 0 and ids[valid].max() < bound
+  if spread == 16:  # small keys: the packing itself, no renumbering
+    low = segments[valid].min()
+    np.testing.assert_array_equal(ids[valid], (lists * (segments[valid].max() - low + 1)
+                                               + segments - low)[valid])
+  # Same partition of the valid rows as the dense ids: a bijection between them.
+  dense = np.asarray(seg.dense_segment_ids(keys, where=valid)[0])[valid]
+  pairs = set(zip(ids[valid].tolist(), dense.tolist()))
+  assert len(pairs) == len(set(dense.tolist())) == len(set(ids[valid].tolist()))
+
+
 def test_dense_segment_ids_match_unique_inverse():
   rng = np.random.default_rng(3)
   keys = rng.integers(-5, 1000, size=64)
