@@ -12,6 +12,13 @@ fails (a full disk, a quota, a vanished mount) raises :class:`CheckpointSaveErro
 naming the step and the last good checkpoint. orbax writes each checkpoint into
 a temporary directory and renames it when complete, so a failed or killed save
 never replaces the previous checkpoint, which stays restorable.
+
+Saves can be asynchronous (``Checkpointer(asynchronous=True)``): the state is
+copied on the device, handed to orbax, and written while training goes on. The
+next save, :meth:`Checkpointer.wait` and :meth:`Checkpointer.close` first wait
+for it, and a failure raises :class:`CheckpointSaveError` naming the step that
+failed, as a synchronous save would. A process killed mid-write loses only that
+checkpoint: the previous one is still the latest.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import pathlib
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 CONFIG_FILE = "config.json"
@@ -69,7 +77,8 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
 # Keys that say how a run executes, not what it computes: the same run gives the
 # same parameters (within 1e-6) at any value, so they never enter a run's identity
 # and a workdir may be resumed with another value (e.g. on another backend).
-EXECUTION_KEYS = ("steps_per_dispatch", "data_placement")
+EXECUTION_KEYS = ("steps_per_dispatch", "data_placement", "checkpoint_mode")
+CHECKPOINT_MODES = ("auto", "async", "sync")
 
 
 def identity_config(config_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,14 +140,23 @@ class Checkpointer:
   In a multi-process run every process calls :meth:`save` and :meth:`restore`
   (orbax coordinates them: each writes its shards, process 0 the metadata and
   the JSON loop state, and the checkpoint is committed once all are done).
+
+  Args:
+    workdir: the run's directory; checkpoints go to ``workdir/checkpoints``.
+    max_to_keep: the newest checkpoints kept.
+    asynchronous: :meth:`save` returns once the write has started; it finishes
+      in the background (see the module docstring).
   """
 
-  def __init__(self, workdir: pathlib.Path, *, max_to_keep: int = 2):
+  def __init__(self, workdir: pathlib.Path, *, max_to_keep: int = 2, asynchronous: bool = False):
     if max_to_keep < 1:
       raise ValueError(f"max_checkpoints must be >= 1, got {max_to_keep}")
     self.directory = pathlib.Path(workdir) / CHECKPOINT_DIR
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    self.asynchronous = asynchronous
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           enable_background_delete=asynchronous)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._pending: tuple[int, int | None] | None = None  # (step, last good step before it)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -146,27 +164,54 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def save(self, step: int, state: Any, loop_state: Mapping[str, Any]) -> None:
-    """Writes a checkpoint for ``step`` and waits until it is complete on disk.
+  def _error(self, step: int, previous: int | None, e: OSError) -> CheckpointSaveError:
+    reason = "the disk is full" if e.errno == errno.ENOSPC else "the write failed"
+    last = (f"the last good checkpoint is step {previous} in {self.directory}; rerunning the "
+            "same command resumes from it" if previous is not None else
+            "there is no earlier checkpoint; a rerun starts from scratch")
+    return CheckpointSaveError(
+        e.errno, f"could not save the checkpoint of step {step} ({reason}: {e}); {last} once "
+        "the problem is fixed.")
+
+  def wait(self) -> None:
+    """Waits until the save in progress (if any) is complete on disk.
 
     Raises:
-      CheckpointSaveError: the write failed (e.g. ENOSPC); the previous
-        checkpoint is untouched and named in the message.
+      CheckpointSaveError: that save failed; the message names its step and the
+        checkpoint before it, which is untouched.
     """
+    if self._pending is None:
+      return
+    step, previous = self._pending
+    self._pending = None
+    try:
+      self._manager.wait_until_finished()
+    except OSError as e:
+      raise self._error(step, previous, e) from e
+
+  def save(self, step: int, state: Any, loop_state: Mapping[str, Any]) -> None:
+    """Writes a checkpoint for ``step``: complete on return, or, when asynchronous,
+    started (the state is copied first, so the caller may donate its buffers).
+
+    Raises:
+      CheckpointSaveError: this write failed (e.g. ENOSPC), or, when
+        asynchronous, the previous one did; the message names the failed step
+        and the last good checkpoint, which is untouched.
+    """
+    self.wait()
     previous = self._manager.latest_step()
+    if self.asynchronous:
+      state = jax.tree.map(jnp.copy, state)
     try:
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(dict(loop_state))),
                          force=True)
-      self._manager.wait_until_finished()
+      self._pending = (step, previous)
+      if not self.asynchronous:
+        self.wait()
     except OSError as e:
-      reason = "the disk is full" if e.errno == errno.ENOSPC else "the write failed"
-      last = (f"the last good checkpoint is step {previous} in {self.directory}; rerunning the "
-              "same command resumes from it" if previous is not None else
-              "there is no earlier checkpoint; a rerun starts from scratch")
-      raise CheckpointSaveError(
-          e.errno, f"could not save the checkpoint of step {step} ({reason}: {e}); {last} once "
-          "the problem is fixed.") from e
+      self._pending = None
+      raise self._error(step, previous, e) from e
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
     """Restores ``step`` into arrays shaped and sharded like ``abstract_state``."""
@@ -174,8 +219,23 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract_state), loop=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["loop"])
 
-  def close(self) -> None:
-    self._manager.close()
+  def close(self, *, wait: bool = True) -> None:
+    """Finishes the save in progress (raising :class:`CheckpointSaveError` if it failed,
+    unless ``wait`` is False: a run already failing for another reason) and closes."""
+    failure = None
+    if wait:
+      try:
+        self.wait()
+      except CheckpointSaveError as e:
+        failure = e
+    self._pending = None
+    try:
+      self._manager.close()  # also waits for orbax's background work
+    except OSError:
+      if wait and failure is None:
+        raise
+    if failure is not None:
+      raise failure
 
 
 def abstract_like(tree: Any) -> Any:

@@ -9,9 +9,12 @@ command in the same workdir continues from the last checkpoint and ends with the
 same numbers as an uninterrupted run; a finished workdir returns its saved
 results without training again.
 
-Reliability: SIGTERM or SIGINT finishes the current step, saves a checkpoint and
-returns ``{"interrupted_at": step}`` (the launcher exits 0); after SIGKILL the
-next run resumes from the last checkpoint (:mod:`~hgrank_jax.train.preemption`).
+Reliability: SIGTERM or SIGINT finishes the current dispatch of steps, saves a
+checkpoint (waiting until it is on disk) and returns ``{"interrupted_at": step}``
+(the launcher exits 0); after SIGKILL the next run resumes from the last
+complete checkpoint (:mod:`~hgrank_jax.train.preemption`). With
+``config.checkpoint_mode`` "async" ("auto" on GPU/TPU) saves are written while
+training goes on; a failed one still raises naming its step.
 Data comes from memory (``config.data_source = "memory"``, the default) or is
 streamed from array_record blocks (``"streaming"`` with ``config.data_path``).
 
@@ -92,6 +95,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if int(config.get("steps_per_dispatch", 0)) < 0:
     raise ValueError("config.steps_per_dispatch must be >= 0 (0: chosen by backend), got "
                      f"{config.steps_per_dispatch}")
+  mode = config.get("checkpoint_mode", "auto")
+  if mode not in ckpt_lib.CHECKPOINT_MODES:
+    raise ValueError(f"config.checkpoint_mode must be one of {ckpt_lib.CHECKPOINT_MODES}, got "
+                     f"{mode!r}")
   placement = config.get("data_placement", "auto")
   if placement not in chunks.PLACEMENTS:
     raise ValueError(f"config.data_placement must be one of {chunks.PLACEMENTS}, got "
@@ -117,6 +124,19 @@ def steps_per_dispatch(config: ml_collections.ConfigDict, platform: str) -> int:
   if wanted:
     return wanted
   return 1 if platform == "cpu" else ACCELERATOR_STEPS_PER_DISPATCH
+
+
+def asynchronous_checkpoints(config: ml_collections.ConfigDict, platform: str) -> bool:
+  """Whether checkpoints are written in the background: ``config.checkpoint_mode``
+  "async" or "sync", or "auto" (the default): async on GPU/TPU, where a save costs
+  hundreds of steps, and sync on CPU (where runs stay as they were).
+
+  >>> cfg = ml_collections.ConfigDict({"checkpoint_mode": "auto"})
+  >>> asynchronous_checkpoints(cfg, "cpu"), asynchronous_checkpoints(cfg, "gpu")
+  (False, True)
+  """
+  mode = config.get("checkpoint_mode", "auto")
+  return mode == "async" or (mode == "auto" and platform != "cpu")
 
 
 def _select_devices(config):
@@ -256,7 +276,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   log = print if is_chief else (lambda *args, **kwargs: None)
 
   results_path = workdir / RESULTS_FILE
-  checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=int(config.get("max_checkpoints", 2)))
+  mesh_platform = mesh.devices.flat[0].platform
+  checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=int(config.get("max_checkpoints", 2)),
+                                       asynchronous=asynchronous_checkpoints(config, mesh_platform))
   latest = checkpointer.latest_step()
   if results_path.exists() and latest is not None:
     results = json.loads(results_path.read_text())
@@ -308,8 +330,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                } if resident else {}
   total = int(config.num_train_steps)
   checkpoint_every = int(config.get("checkpoint_every_steps", 0))
-  per_dispatch = steps_per_dispatch(config, mesh.devices.flat[0].platform)
-  log(f"Data: {data.placement} ({data.placement_reason}); {per_dispatch} step(s) per dispatch.")
+  per_dispatch = steps_per_dispatch(config, mesh_platform)
+  log(f"Data: {data.placement} ({data.placement_reason}); {per_dispatch} step(s) per dispatch; "
+      f"{'asynchronous' if checkpointer.asynchronous else 'synchronous'} checkpoints.")
   step = int(jax.device_get(state["step"]))
   progress = Progress(total, config.batch_size, start_step=step, enabled=is_chief)
   pending: list[dict[str, Any]] = []  # one metrics dict per dispatch, still on the device
@@ -343,7 +366,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     try:
       checkpointer.save(step, state, loop_state())
     except ckpt_lib.CheckpointSaveError:
-      checkpointer.close()
+      checkpointer.close(wait=False)
       raise
     last_saved = step
 
@@ -432,6 +455,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       np.savez_compressed(workdir / PREDICTIONS_FILE, **predictions)
     writer.write("final", step, {f"{s}_{k}": v for s in ("valid", "test")
                                  for k, v in results[s].items()})
+    checkpointer.wait()  # results.json marks a finished run: only after its checkpoint is whole
     if is_chief:
       results_path.write_text(json.dumps(results, indent=2))
     checkpointer.close()

@@ -69,10 +69,13 @@ def _disk_full(*args, **kwargs):
   raise OSError(errno.ENOSPC, "No space left on device")
 
 
-@pytest.mark.parametrize("where", ["save_call", "finalize"])
-def test_out_of_disk_names_step_and_last_good_checkpoint(tmp_path, monkeypatch, where):
+@pytest.mark.parametrize("where,mode", [("save_call", "sync"), ("finalize", "sync"),
+                                        ("save_call", "async"), ("finalize", "async")])
+def test_out_of_disk_names_step_and_last_good_checkpoint(tmp_path, monkeypatch, where, mode):
+  # Asynchronous: the failure of step 20's write surfaces at the next save (step 30).
   data = tiny_dataset()
   config = loop_config(num_train_steps=30, eval_every_steps=10, log_every_steps=5)
+  config.checkpoint_mode = mode
   full = train_and_evaluate(config, tmp_path / "full", objective=logistic_objective(),
                             dataset=data)
   workdir = tmp_path / "run"
