@@ -44,8 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.steps_per_dispatch = 0       # train steps per jitted call; 0: 1 on CPU, 32 on GPU/TPU
   config.data_placement = "auto"      # "device": train split resident on the devices; "host";
                                       # "auto": device on GPU/TPU when it fits, else host
-  config.checkpoint_mode = "auto"     # "async": saves overlap training; "sync"; "auto":
-                                      # async on GPU/TPU, sync on CPU
+  config.checkpoint_mode = "auto"     # "async": saves overlap training; "async_skip": also
+                                      # skip a periodic save while the last is being written;
+                                      # "sync"; "auto": async on GPU/TPU, sync on CPU
 
   config.model = ml_collections.ConfigDict(dict(
       name="dnn", hidden_layers=(256, 128), dropout_rate=0.0,

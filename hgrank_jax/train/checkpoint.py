@@ -18,7 +18,10 @@ copied on the device, handed to orbax, and written while training goes on. The
 next save, :meth:`Checkpointer.wait` and :meth:`Checkpointer.close` first wait
 for it, and a failure raises :class:`CheckpointSaveError` naming the step that
 failed, as a synchronous save would. A process killed mid-write loses only that
-checkpoint: the previous one is still the latest.
+checkpoint: the previous one is still the latest. When saves are requested
+faster than orbax writes them (a small model evaluated every few milliseconds
+of device time), ``save(..., skip_if_busy=True)`` skips a periodic save while
+the previous one is still being written instead of waiting for it.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
 # same parameters (within 1e-6) at any value, so they never enter a run's identity
 # and a workdir may be resumed with another value (e.g. on another backend).
 EXECUTION_KEYS = ("steps_per_dispatch", "data_placement", "checkpoint_mode")
-CHECKPOINT_MODES = ("auto", "async", "sync")
+CHECKPOINT_MODES = ("auto", "async", "async_skip", "sync")
 
 
 def identity_config(config_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -189,15 +192,23 @@ class Checkpointer:
     except OSError as e:
       raise self._error(step, previous, e) from e
 
-  def save(self, step: int, state: Any, loop_state: Mapping[str, Any]) -> None:
+  def save(self, step: int, state: Any, loop_state: Mapping[str, Any], *,
+           skip_if_busy: bool = False) -> bool:
     """Writes a checkpoint for ``step``: complete on return, or, when asynchronous,
     started (the state is copied first, so the caller may donate its buffers).
+
+    ``skip_if_busy`` (asynchronous, single process): return False without saving
+    while the previous save is still being written (several processes always
+    save: they must agree on every checkpoint). Returns whether it saved.
 
     Raises:
       CheckpointSaveError: this write failed (e.g. ENOSPC), or, when
         asynchronous, the previous one did; the message names the failed step
         and the last good checkpoint, which is untouched.
     """
+    if (skip_if_busy and self.asynchronous and self._pending is not None
+        and jax.process_count() == 1 and self._manager.is_saving_in_progress()):
+      return False
     self.wait()
     previous = self._manager.latest_step()
     if self.asynchronous:
@@ -212,6 +223,7 @@ class Checkpointer:
     except OSError as e:
       self._pending = None
       raise self._error(step, previous, e) from e
+    return True
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
     """Restores ``step`` into arrays shaped and sharded like ``abstract_state``."""

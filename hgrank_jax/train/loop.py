@@ -128,15 +128,16 @@ def steps_per_dispatch(config: ml_collections.ConfigDict, platform: str) -> int:
 
 def asynchronous_checkpoints(config: ml_collections.ConfigDict, platform: str) -> bool:
   """Whether checkpoints are written in the background: ``config.checkpoint_mode``
-  "async" or "sync", or "auto" (the default): async on GPU/TPU, where a save costs
-  hundreds of steps, and sync on CPU (where runs stay as they were).
+  "async", "async_skip" (also skip a periodic save while the previous one is being
+  written) or "sync", or "auto" (the default): async on GPU/TPU, where a save
+  costs hundreds of steps, and sync on CPU (where runs stay as they were).
 
   >>> cfg = ml_collections.ConfigDict({"checkpoint_mode": "auto"})
   >>> asynchronous_checkpoints(cfg, "cpu"), asynchronous_checkpoints(cfg, "gpu")
   (False, True)
   """
   mode = config.get("checkpoint_mode", "auto")
-  return mode == "async" or (mode == "auto" and platform != "cpu")
+  return mode in ("async", "async_skip") or (mode == "auto" and platform != "cpu")
 
 
 def _select_devices(config):
@@ -360,15 +361,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   def loop_state():
     return {"data": train_batcher.get_state(), "early_stopping": early.to_dict()}
 
-  def save():
+  skip_if_busy = config.get("checkpoint_mode", "auto") == "async_skip"
+  skipped = []
+
+  def save(periodic=False):
     nonlocal last_saved
     check_finite()
     try:
-      checkpointer.save(step, state, loop_state())
+      saved = checkpointer.save(step, state, loop_state(), skip_if_busy=periodic and skip_if_busy)
     except ckpt_lib.CheckpointSaveError:
       checkpointer.close(wait=False)
       raise
-    last_saved = step
+    if saved:
+      last_saved = step
+    else:
+      skipped.append(step)
 
   def check_finite(host=None):
     """Raises at the first step since the last flush whose loss or gradient was not finite
@@ -422,9 +429,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         log(f"  eval step {step}: " + "  ".join(f"{k} {v:.5f}" for k, v in valid.items()
                                                 if isinstance(v, float))
             + f"  (best {early.metric} {early.best_value} at step {early.best_step})")
-        save()
+        save(periodic=not stop_here)
       elif checkpoint_every and step % checkpoint_every == 0:
-        save()
+        save(periodic=not stop_here)
       if stop_here:
         if last_saved != step:
           save()
@@ -456,6 +463,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     writer.write("final", step, {f"{s}_{k}": v for s in ("valid", "test")
                                  for k, v in results[s].items()})
     checkpointer.wait()  # results.json marks a finished run: only after its checkpoint is whole
+    if skipped:
+      log(f"Skipped {len(skipped)} periodic checkpoint(s) while the previous one was being "
+          f"written (checkpoint_mode='async_skip'), e.g. at step {skipped[0]}.")
     if is_chief:
       results_path.write_text(json.dumps(results, indent=2))
     checkpointer.close()

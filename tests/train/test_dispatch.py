@@ -198,3 +198,28 @@ def test_execution_keys_are_not_part_of_a_runs_identity(tmp_path):
   assert config_hash(one) == config_hash(other)
   prepare_workdir(tmp_path, one.to_dict())
   prepare_workdir(tmp_path, other.to_dict())  # a run may resume on another backend
+
+
+def test_async_skip_skips_periodic_saves_while_busy_but_never_the_interruption(tmp_path,
+                                                                               monkeypatch):
+  import orbax.checkpoint as ocp_module  # pylint: disable=g-import-not-at-top
+  data = tiny_dataset()
+  reference = train_and_evaluate(_config(1, "host"), tmp_path / "ref",
+                                 objective=logistic_objective(), dataset=data)
+  # The writer is always busy: every periodic save after the first is skipped.
+  monkeypatch.setattr(ocp_module.CheckpointManager, "is_saving_in_progress", lambda self: True)
+  config = _config(8, "device", "async_skip")
+  monkeypatch.setenv(preemption.SELF_SIGNAL_ENV, "SIGTERM@14")
+  assert train_and_evaluate(config, tmp_path / "got", objective=logistic_objective(),
+                            dataset=data) == {"interrupted_at": 15}
+  assert _checkpoints(tmp_path / "got")[0] == [4, 15]  # the first save, then the stop
+  monkeypatch.delenv(preemption.SELF_SIGNAL_ENV)
+  got = train_and_evaluate(config, tmp_path / "got", objective=logistic_objective(), dataset=data)
+  steps, state, _ = _checkpoints(tmp_path / "got")
+  assert steps == [16, 23] and int(state["step"]) == 23  # resumed at 15: saved at 16, the end
+  assert got["best_step"] == reference["best_step"]
+  for split in ("valid", "test"):
+    assert got[split] == pytest.approx(reference[split], abs=1e-6)
+  _, ref_state, _ = _checkpoints(tmp_path / "ref")
+  for x, y in zip(jax.tree.leaves(ref_state), jax.tree.leaves(state)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-6)
