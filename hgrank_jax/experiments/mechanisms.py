@@ -200,20 +200,29 @@ HARDNESS_STATS = ("neg_grad", "neg_grad_per_group", "neg_logit", "pos_logit")
 
 
 def harder_negatives_report(workdirs) -> dict[str, Any]:
-  """Per-level means of the ``hard_*`` training metrics GroupCE runs log.
+  """Per-level means of the ``hard_*`` metrics GroupCE runs report.
 
-  Averages every logged training record of every run (each record is already
-  a mean over its logging window). Levels and statistics are those of
+  Runs report them at every evaluation, on the validation batches
+  (``valid_hard_*`` in the eval records); runs made before the report moved to
+  evaluation logged them on training batches (``hard_*`` in the train records),
+  which are read when a run has no eval ones. Each record is already a mean
+  (over the split's batches, or over a logging window); the report averages
+  every record of every run. Levels and statistics are those of
   :func:`hgrank_jax.losses.negative_hardness_per_level`.
 
   Returns:
     ``{"runs": n, "records": m, "levels": [{"level", <stat>: mean, "logit_gap":
-    pos_logit - neg_logit}, ...]}``; ``levels`` is empty when no run logged them.
+    pos_logit - neg_logit}, ...]}``; ``levels`` is empty when no run reported them.
   """
   from hgrank_jax.train.writers import read_metrics  # pylint: disable=g-import-not-at-top
   workdirs = list(workdirs)
-  records = [r for w in workdirs for r in read_metrics(w, "train")
-             if any(k.startswith("hard_") for k in r)]
+  records = []
+  for workdir in workdirs:
+    evaluated = [{k[len("valid_"):]: v for k, v in r.items() if k.startswith("valid_hard_")}
+                 for r in read_metrics(workdir, "eval")]
+    evaluated = [r for r in evaluated if r]
+    records += evaluated or [r for r in read_metrics(workdir, "train")
+                             if any(k.startswith("hard_") for k in r)]
   levels = []
   level = 1
   while records and f"hard_neg_grad_l{level}" in records[0]:
@@ -230,8 +239,9 @@ def harder_negatives_report(workdirs) -> dict[str, Any]:
 def harder_negatives_markdown(report: Mapping[str, Any], title: str) -> str:
   """The report of :func:`harder_negatives_report` as a markdown section."""
   lines = [f"# {title}", "",
-           "Logged on every training batch of the GroupCE runs (not used for training); "
-           f"means over {report['records']} logging windows of {report['runs']} runs. "
+           "Measured on the validation batches at every evaluation of the GroupCE runs "
+           "(not used for training; runs before that logged training batches); "
+           f"means over {report['records']} records of {report['runs']} runs. "
            "|dL_l/ds| is the gradient of level l's ListCE on a negative's logit; "
            "\u00d7 groups multiplies it by the number of occupied groups (the push per group); "
            "logits are those of negatives and positives sharing a level-l group.", "",

@@ -72,7 +72,8 @@ def _level_ids(flat_codes, flat_valid, list_index, num_lists, segments, codebook
 
 
 @functools.partial(jax.jit, static_argnames=("eps", "codebook_size"))
-def _per_level_list_ce(logits, labels, codes, where, segments, eps, codebook_size=None):
+def _per_level_list_ce(logits, labels, codes, where, segments, eps, codebook_size=None,
+                       group_ids=None):
   logits, labels, valid, segments = _common.prepare(logits, labels, where,
                                                     segments)
   codes = jnp.asarray(codes)
@@ -81,10 +82,16 @@ def _per_level_list_ce(logits, labels, codes, where, segments, eps, codebook_siz
   total = int(np.prod(logits.shape))
   list_size = logits.shape[-1]
   num_lists = total // list_size if list_size else 0
-  list_index = jnp.repeat(jnp.arange(num_lists, dtype=jnp.int32), list_size)
   flat_valid = valid.reshape(-1)
-  level_ids = _level_ids(codes.reshape(total, num_levels), flat_valid, list_index,
-                         max(num_lists, 1), segments, codebook_size)
+  if group_ids is not None:
+    if group_ids.shape != (num_levels, total):
+      raise ValueError(f"group_ids must have shape {(num_levels, total)} ([L, rows]), got "
+                       f"{group_ids.shape}")
+    level_ids = jnp.where(flat_valid[None, :], group_ids, total)
+  else:
+    list_index = jnp.repeat(jnp.arange(num_lists, dtype=jnp.int32), list_size)
+    level_ids = _level_ids(codes.reshape(total, num_levels), flat_valid, list_index,
+                           max(num_lists, 1), segments, codebook_size)
   log_scores = jax.nn.log_sigmoid(logits).reshape(-1)
   flat_labels = labels.reshape(-1)
   num_segments = max(total, 1)
@@ -104,6 +111,7 @@ def per_level_list_ce(
     segments: Optional[Array] = None,
     codebook_size: Optional[int] = None,
     eps: float = LABEL_EPSILON,
+    group_ids: Optional[Array] = None,
 ) -> Array:
   r"""ListCE within code-prefix groups, one value per level: ``[L]``.
 
@@ -124,6 +132,12 @@ def per_level_list_ce(
       :func:`hgrank_jax.ops.segments.code_prefix_ids`); under ``jit`` the codes
       are then trusted to lie in ``[0, K)`` (values outside are clipped).
     eps: label normaliser :math:`\epsilon`.
+    group_ids: optional ``[L, rows]`` int ids of every level's groups over the
+      flattened rows, already found (e.g. ``RVQOutput.group_ids``, which
+      :class:`~hgrank_jax.models.ResidualVQ` computes for its statistics);
+      they must group rows as the codes (and lists, ``segments``) would, and
+      lie in ``[0, rows)``; rows masked by ``where`` are dropped whatever their
+      id. Skips the grouping.
 
   Returns:
     ``[L]`` array of per-level ListCE values.
@@ -141,7 +155,8 @@ def per_level_list_ce(
     raise ValueError(f"codebook_size must be an int >= 1, got {codebook_size}")
   _check_code_values(codes, codebook_size)
   return _per_level_list_ce(logits, labels, codes, where, segments, eps,
-                            codebook_size=None if codebook_size is None else int(codebook_size))
+                            codebook_size=None if codebook_size is None else int(codebook_size),
+                            group_ids=None if group_ids is None else jnp.asarray(group_ids))
 
 
 def negative_hardness_per_level(
@@ -254,6 +269,7 @@ def group_ce(
     segments: Optional[Array] = None,
     codebook_size: Optional[int] = None,
     eps: float = LABEL_EPSILON,
+    group_ids: Optional[Array] = None,
 ) -> Array:
   r"""Hierarchical group-wise ListCE with uncertainty weights (paper Eq. 9).
 
@@ -277,6 +293,8 @@ def group_ce(
     codebook_size: optional K: an eager range check of ``codes`` and, for small
       ``K**L``, grouping without a sort (see :func:`per_level_list_ce`).
     eps: label normaliser :math:`\epsilon`.
+    group_ids: optional precomputed ``[L, rows]`` group ids (see
+      :func:`per_level_list_ce`).
 
   Returns:
     Scalar loss. With every row masked each ListCE is 0 and the result is
@@ -298,6 +316,6 @@ def group_ce(
         f"{codes_shape[-1] if codes_shape else '?'}, got {log_sigma.shape}")
   level_losses = per_level_list_ce(
       logits, labels, codes=codes, where=where, segments=segments,
-      codebook_size=codebook_size, eps=eps)
+      codebook_size=codebook_size, eps=eps, group_ids=group_ids)
   return uncertainty_weighted_sum(level_losses, log_sigma.astype(
       level_losses.dtype))

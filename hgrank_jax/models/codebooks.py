@@ -46,16 +46,46 @@ def residual_cascade(x: jax.Array, codebooks: jax.Array):
     ``[L, n, d]`` where ``residuals[l]`` is the vector level ``l`` quantised
     (``residuals[0] == x``); reconstruction ``[n, d]``, the sum of chosen codewords.
   """
-  def level(residual, codebook):
+  codes, residuals = [], []
+  residual = x
+  # Unrolled (L is small and static): XLA fuses each level's distances, argmin
+  # and codeword gather with the next level's, where a loop would run them one
+  # iteration at a time.
+  for codebook in codebooks:
     code = nearest_code(residual, codebook)
-    return residual - codebook[code], (code, residual)
+    codes.append(code)
+    residuals.append(residual)
+    residual = residual - codebook[code]
+  return jnp.stack(codes, axis=1), jnp.stack(residuals), x - residual
 
-  # A scan keeps the compiled program the same size whatever L is.
-  left, (codes, residuals) = jax.lax.scan(level, x, codebooks)
-  return codes.T, residuals, x - left
+
+def assignment_sums(codes: jax.Array, residuals: jax.Array, valid: jax.Array,
+                    codebook_size: int):
+  """Per level and code, the number ``n_k`` and sum of the valid rows assigned to it.
+
+  One scatter over all levels (the row of level ``l`` and code ``k`` is
+  ``l * K + k``) feeds both the EMA step and the usage statistics.
+
+  Args:
+    codes: ``[n, L]`` int codes; residuals: ``[L, n, d]``; valid: ``[n]`` bool.
+    codebook_size: K (static).
+
+  Returns:
+    ``(counts [L, K], sums [L, K, d])``.
+  """
+  num_levels, _, d = residuals.shape
+  weights = valid.astype(residuals.dtype)
+  slots = (codes.T + codebook_size * jnp.arange(num_levels)[:, None]).reshape(-1)
+  values = jnp.concatenate([residuals * weights[None, :, None],
+                            jnp.broadcast_to(weights[None, :, None], residuals.shape[:2] + (1,))],
+                           axis=-1).reshape(-1, d + 1)
+  totals = jax.ops.segment_sum(values, slots, num_segments=num_levels * codebook_size)
+  totals = totals.reshape(num_levels, codebook_size, d + 1)
+  return totals[..., d], totals[..., :d]
 
 
-def ema_update(counts, sums, residuals, codes, valid, *, decay: float, eps: float):
+def ema_update(counts, sums, residuals, codes, valid, *, decay: float, eps: float,
+               batch_counts=None, batch_sums=None):
   """One EMA step of a single level's codebook statistics.
 
   ``N_k <- m N_k + (1-m) n_k`` and ``S_k <- m S_k + (1-m) sum_{i: c_i = k} r_i``
@@ -70,14 +100,19 @@ def ema_update(counts, sums, residuals, codes, valid, *, decay: float, eps: floa
     valid: ``[n]`` bool, rows that may update the statistics.
     decay: ``m`` in ``[0, 1)``.
     eps: Laplace smoothing constant, > 0.
+    batch_counts, batch_sums: this batch's ``n_k`` ``[K]`` and residual sums
+      ``[K, d]`` when already computed (:func:`assignment_sums`); found from
+      ``residuals``, ``codes`` and ``valid`` otherwise.
 
   Returns:
     ``(counts, sums, codebook)`` with shapes ``[K]``, ``[K, d]``, ``[K, d]``.
   """
   num_codes = counts.shape[0]
-  weights = valid.astype(residuals.dtype)
-  batch_counts = jax.ops.segment_sum(weights, codes, num_segments=num_codes)
-  batch_sums = jax.ops.segment_sum(residuals * weights[:, None], codes, num_segments=num_codes)
+  if batch_counts is None or batch_sums is None:
+    weights = valid.astype(residuals.dtype)
+    batch_counts = jax.ops.segment_sum(weights, codes, num_segments=num_codes)
+    batch_sums = jax.ops.segment_sum(residuals * weights[:, None], codes,
+                                     num_segments=num_codes)
   counts = decay * counts + (1.0 - decay) * batch_counts
   sums = decay * sums + (1.0 - decay) * batch_sums
   total = jnp.sum(counts)
@@ -87,11 +122,16 @@ def ema_update(counts, sums, residuals, codes, valid, *, decay: float, eps: floa
   return counts, sums, sums / safe[:, None]
 
 
-def _shuffled_valid_rows(key, valid):
-  """A random order of row indices with the valid rows first, and their number."""
+def _first_shuffled_valid_rows(key, valid, count: int):
+  """The first ``count`` row indices of a random order with the valid rows first,
+  and the number of valid rows.
+
+  A top-k of the noise rather than a sort of the whole batch: the same rows in
+  the same order as ``argsort`` would put first, at O(n) cost.
+  """
   noise = jax.random.uniform(key, valid.shape)
-  order = jnp.argsort(jnp.where(valid, noise, 2.0))
-  return order, jnp.sum(valid.astype(jnp.int32))
+  _, first = jax.lax.top_k(-jnp.where(valid, noise, 2.0), min(count, valid.shape[0]))
+  return first, jnp.sum(valid.astype(jnp.int32))
 
 
 def replace_dead_codes(codebook, counts, sums, residuals, valid, key, *,
@@ -113,7 +153,8 @@ def replace_dead_codes(codebook, counts, sums, residuals, valid, key, *,
   Returns:
     ``(codebook, counts, sums, dead)``, ``dead`` the ``[K]`` bool mask replaced.
   """
-  order, num_valid = _shuffled_valid_rows(key, valid)
+  # Dead codes take rows dead_rank mod num_valid < K: only K rows of the order matter.
+  order, num_valid = _first_shuffled_valid_rows(key, valid, counts.shape[0])
   dead = (counts < threshold) & (num_valid > 0)
   dead_rank = jnp.cumsum(dead.astype(jnp.int32)) - 1
   rows = order[jnp.maximum(dead_rank, 0) % jnp.maximum(num_valid, 1)]

@@ -23,8 +23,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hgrank_jax.models.codebooks import (ema_update, kmeans, nearest_code, prefix_group_ids,
+from hgrank_jax.models.codebooks import (assignment_sums, ema_update, kmeans, nearest_code,
                                          replace_dead_codes, residual_cascade)
+from hgrank_jax.ops.group_ids import code_prefix_ids
 
 RVQ_COLLECTION = "rvq"
 
@@ -42,11 +43,17 @@ class RVQOutput(NamedTuple):
       before they are re-seeded), ``occupied_prefixes`` (distinct code prefixes
       ``c_1..c_l``), ``mean_group_size`` (valid rows per occupied prefix) and
       ``residual_sq_norm`` (mean squared norm of the residual left after level l).
+    group_ids: ``[L, n]`` int32 over the ``n`` flattened rows: the dense id of
+      each valid row's code prefix ``c_1..c_l`` at every level (the groups of
+      Eq. 8-9, as :func:`hgrank_jax.ops.group_ids.code_prefix_ids` numbers
+      them), ``n`` for masked rows. Found once for the statistics, so that the
+      GroupCE loss can reuse them.
   """
 
   quantized: jax.Array
   codes: jax.Array
   stats: dict[str, jax.Array]
+  group_ids: jax.Array | None = None
 
 
 class ResidualVQ(nn.Module):
@@ -167,12 +174,16 @@ class ResidualVQ(nn.Module):
           lambda: self._kmeans_codebooks(flat, valid, kmeans_key))
 
     codes, residuals, reconstruction = residual_cascade(flat, codebooks)
+    # This batch's per-code counts and residual sums: the EMA step and the usage
+    # statistics share them.
+    batch_counts, batch_sums = assignment_sums(codes, residuals, valid, K)
 
     if update:
       # Levels are independent once the cascade has fixed their residuals.
       new_counts, new_sums, new_books = jax.vmap(
-          lambda c, s, r, k: ema_update(c, s, r, k, valid, decay=self.decay, eps=self.eps))(
-              counts, sums, residuals, codes.T)
+          lambda c, s, r, k, bc, bs: ema_update(c, s, r, k, valid, decay=self.decay,
+                                                eps=self.eps, batch_counts=bc, batch_sums=bs))(
+              counts, sums, residuals, codes.T, batch_counts, batch_sums)
       dead = jnp.zeros(new_counts.shape, bool)
       if self.dead_code_threshold > 0:  # expiry disabled: no sampling to compile
         def reseed(books, counts, sums):
@@ -182,9 +193,9 @@ class ResidualVQ(nn.Module):
                   reset_count=self._reset_count()))(
                       books, counts, sums, residuals, jax.random.split(dead_key, L))
 
-        # Most steps have no dead code: skip the batch shuffle (a sort) then.
-        # replace_dead_codes changes nothing without a dead code, so both
-        # branches agree whenever the cheap one is taken.
+        # Most steps have no dead code: skip the sampling then. replace_dead_codes
+        # changes nothing without a dead code, so both branches agree whenever
+        # the cheap one is taken.
         any_dead = jnp.any(new_counts < self.dead_code_threshold) & any_valid
         new_books, new_counts, new_sums, dead = jax.lax.cond(
             any_dead, reseed, lambda b, c, s: (b, c, s, jnp.zeros(c.shape, bool)),
@@ -195,12 +206,14 @@ class ResidualVQ(nn.Module):
     else:
       dead = counts < self.dead_code_threshold
 
-    stats = self._statistics(codes, residuals, reconstruction, flat, valid, dead)
+    group_ids, occupied = code_prefix_ids(codes, codebook_size=K, where=valid)
+    stats = self._statistics(batch_counts, occupied, residuals, reconstruction, flat, valid, dead)
     quantized = flat + jax.lax.stop_gradient(reconstruction - flat)
     return RVQOutput(
         quantized=quantized.reshape(x.shape).astype(x.dtype),
         codes=codes.reshape(lead_shape + (L,)),
-        stats=stats)
+        stats=stats,
+        group_ids=group_ids)
 
   def _kmeans_codebooks(self, flat, valid, key):
     """Codebooks, counts and sums from k-means on each level's residuals in turn."""
@@ -211,19 +224,19 @@ class ResidualVQ(nn.Module):
     _, (books, counts) = jax.lax.scan(level, flat, jax.random.split(key, self.num_levels))
     return books, counts, books * counts[..., None]
 
-  def _statistics(self, codes, residuals, reconstruction, flat, valid, dead):
-    """Per-level usage statistics over valid rows (see :class:`RVQOutput`)."""
+  def _statistics(self, usage, occupied, residuals, reconstruction, flat, valid, dead):
+    """Per-level usage statistics over valid rows (see :class:`RVQOutput`).
+
+    ``usage`` ``[L, K]`` counts valid rows per code; ``occupied`` ``[L]`` counts
+    distinct code prefixes.
+    """
     weights = valid.astype(jnp.float32)
     num_valid = jnp.sum(weights)
-    usage = jax.vmap(
-        lambda c: jax.ops.segment_sum(weights, c, num_segments=self.codebook_size),
-        in_axes=1)(codes)
     probs = usage / jnp.maximum(num_valid, 1.0)
     entropy = -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.where(probs > 0, probs, 1.0)), 0.0),
                        axis=-1)
     nan = jnp.float32(jnp.nan)
     perplexity = jnp.where(num_valid > 0, jnp.exp(entropy), nan)
-    _, occupied = prefix_group_ids(codes, valid, self.codebook_size)
     mean_group_size = jnp.where(occupied > 0, num_valid / jnp.maximum(occupied, 1), nan)
     # residuals[l + 1] is what is left after level l; the last one is x - x_hat.
     left_after = jnp.concatenate([residuals[1:], (flat - reconstruction)[None]], axis=0)

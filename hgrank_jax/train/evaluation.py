@@ -50,17 +50,48 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray,
   return {k: (int(v) if k.startswith("num_") else float(v)) for k, v in out.items()}
 
 
+def _nanmean(values: np.ndarray, axis=None) -> np.ndarray:
+  """Mean over the finite entries; NaN where there is none (and no warning)."""
+  finite = np.isfinite(values)
+  count = finite.sum(axis=axis)
+  total = np.where(finite, values, 0.0).sum(axis=axis)
+  return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def diagnose_split(diagnostics: Callable, params: Any, model_state: Any,
+                   columns: Mapping[str, np.ndarray], batch_size: int,
+                   mesh: Mesh) -> dict[str, float]:
+  """Means over a split's batches of an objective's per-batch diagnostics.
+
+  ``diagnostics(params, model_state, batch)`` returns a dict of float scalars
+  (e.g. the GroupCE harder-negatives report, which ``predict.diagnostics``
+  carries); a batch where a value is NaN (no such row in it) is left out of
+  that value's mean.
+  """
+  records = [jax.device_get(diagnostics(params, model_state, batch))
+             for batch in eval_batches(columns, batch_size, mesh=mesh)]
+  return {k: float(_nanmean(np.array([r[k] for r in records], np.float64))) for k in records[0]}
+
+
 def evaluate_split(predict: Callable, params: Any, model_state: Any,
                    columns: Mapping[str, np.ndarray], spec: FeatureSpec, batch_size: int,
                    mesh: Mesh, *, where: np.ndarray | None = None) -> dict[str, float]:
-  """Scores a split and returns its metrics; ``where`` restricts them to a row subset."""
+  """Scores a split and returns its metrics; ``where`` restricts them to a row subset.
+
+  When ``predict`` carries ``diagnostics`` (see :func:`diagnose_split`) and no
+  ``where`` is given, their means over the split's batches are added.
+  """
   logits = predict_split(predict, params, model_state, columns, batch_size, mesh)
   labels = np.asarray(columns[spec.label])
   groups = np.asarray(columns[spec.user_field]) if spec.user_field else None
   if where is not None:
     logits, labels = logits[where], labels[where]
     groups = groups[where] if groups is not None else None
-  return classification_metrics(logits, labels, groups)
+  out = classification_metrics(logits, labels, groups)
+  diagnostics = getattr(predict, "diagnostics", None)
+  if diagnostics is not None and where is None:
+    out.update(diagnose_split(diagnostics, params, model_state, columns, batch_size, mesh))
+  return out
 
 
 class DeviceSplit:
@@ -124,18 +155,28 @@ class DeviceSplit:
         return predict(params, model_state, batch).astype(np.float32)
       return jax.lax.map(score, batches).reshape(-1)
 
+    diagnostics = getattr(predict, "diagnostics", None)
+
     def measure(params, model_state, batches):
       flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in batches.items()}
       groups = flat[self.user_field] if self.user_field else None
-      return device_ctr_metrics(logits(params, model_state, batches), flat[self.label], groups,
-                                where=flat[MASK])
+      out = device_ctr_metrics(logits(params, model_state, batches), flat[self.label], groups,
+                               where=flat[MASK])
+      if diagnostics is not None:  # per-batch values, averaged on the host
+        def diagnose(batch):
+          batch = jax.lax.with_sharding_constraint(batch, jax.tree.map(lambda _: one_batch, batch))
+          return diagnostics(params, model_state, batch)
+        out["diagnostics"] = jax.lax.map(diagnose, batches)
+      return out
 
     replicated = replicated_sharding(mesh)
     self._logits = jax.jit(logits, out_shardings=replicated)
     self._measure = jax.jit(measure, out_shardings=replicated)
 
   def metrics(self, params: Any, model_state: Any) -> dict[str, float]:
-    """The split's metrics as Python numbers (keys of :func:`classification_metrics`).
+    """The split's metrics as Python numbers (keys of :func:`classification_metrics`,
+    plus the batch means of ``predict.diagnostics`` when it carries them, as
+    :func:`evaluate_split` adds them).
 
     Raises:
       ValueError: a logit is not finite (as :func:`classification_metrics` does).
@@ -145,7 +186,10 @@ class DeviceSplit:
       raise ValueError("logits must be finite")
     # In ctr_metrics' key order (a pytree comes back with its keys sorted).
     order = ("num_rows", "num_gauc_groups", "gauc", "logloss", "auc", "ece")
-    return {k: (int(out[k]) if k.startswith("num_") else float(out[k])) for k in order}
+    metrics = {k: (int(out[k]) if k.startswith("num_") else float(out[k])) for k in order}
+    for name, per_batch in out.get("diagnostics", {}).items():  # as diagnose_split averages
+      metrics[name] = float(_nanmean(np.asarray(per_batch, np.float64)))
+    return metrics
 
   def predictions(self, params: Any, model_state: Any) -> np.ndarray:
     """Logits ``[n]`` float32 of every row, in row order (copied to the host)."""

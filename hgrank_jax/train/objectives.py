@@ -11,7 +11,8 @@
   logit is ``f1 - f0``, so ``sigmoid`` of it is ``softmax(f0, f1)[1]``.
 * ``"hgr"`` — the paper's model: the scorer plus ResidualVQ user codes, trained
   with Eq. 10 (``config.hgr``: levels, codebook size, auxiliary and hierarchical
-  weights, EMA decay).
+  weights, EMA decay). Its ``predict`` carries a ``diagnostics`` function, the
+  harder-negatives report of a batch, which evaluation averages over the split.
 
 All objectives mask padded rows with ``batch["mask"]`` and serve the primary
 logit without the bias tower.
@@ -61,7 +62,8 @@ def hgr_model_from_config(config, spec: FeatureSpec):
                         aux_updates_main_net=bool(hgr.get("aux_updates_main_net", False)),
                         decay=float(hgr.get("decay", 0.99)),
                         dead_code_threshold=float(hgr.get("dead_code_threshold", 1.0)),
-                        kmeans_init=bool(hgr.get("kmeans_init", True)), **_scorer_kwargs(config))
+                        kmeans_init=bool(hgr.get("kmeans_init", True)),
+                        batched_aux=hgr.get("batched_aux", None), **_scorer_kwargs(config))
 
 
 def build_objective(config, spec: FeatureSpec) -> Objective:
@@ -120,32 +122,52 @@ def build_objective(config, spec: FeatureSpec) -> Objective:
     return model.init({"params": rng, "dropout": rng, "rvq": rng}, batch, train=False,
                       where=batch["mask"])
 
+  # With lambda = 0 the auxiliary logit is never used: skip its half of the main network.
+  with_aux = aux_weight != 0
+  codebook_size = int(hgr.codebook_size)
+
+  def codes_of(out, batch):
+    if code_source == "random":  # ablation: same shape, no similarity between grouped users
+      # The quantiser's groups belong to its own codes: GroupCE regroups these.
+      return out._replace(codes=random_user_codes(batch[spec.user_field], int(hgr.num_levels),
+                                                  codebook_size), group_ids=None)
+    return out
+
   def loss(params, model_state, batch, rng):
     rvq_rng, dropout_rng = jax.random.split(rng)
     out, updated = model.apply({"params": params, **model_state}, batch, train=True,
-                               where=batch["mask"], mutable=[RVQ_COLLECTION],
+                               where=batch["mask"], mutable=[RVQ_COLLECTION], with_aux=with_aux,
                                rngs={"rvq": rvq_rng, **_rngs(dropout_rng, dropout_rate)})
-    if code_source == "random":  # ablation: same shape, no similarity between grouped users
-      out = out._replace(codes=random_user_codes(batch[spec.user_field], int(hgr.num_levels),
-                                                 int(hgr.codebook_size)))
+    out = codes_of(out, batch)
     value, terms = hgr_loss(out, batch[label], where=batch["mask"], aux_weight=aux_weight,
-                            hierarchical_weight=hierarchical_weight,
-                            codebook_size=int(hgr.codebook_size))
+                            hierarchical_weight=hierarchical_weight, codebook_size=codebook_size)
     aux = dict(terms)
-    # The "harder negatives per level" report: logged, never trained on.
-    hardness = losses.negative_hardness_per_level(out.logits, batch[label], codes=out.codes,
-                                                  where=batch["mask"],
-                                                  codebook_size=int(hgr.codebook_size))
     for level in range(out.log_sigma.shape[0]):
       aux[f"log_sigma_l{level + 1}"] = out.log_sigma[level]
       for stat, values in out.stats.items():
         aux[f"rvq_{stat}_l{level + 1}"] = values[level]
-      for stat, values in hardness.items():
-        aux[f"hard_{stat}_l{level + 1}"] = values[level]
     return value, ({**model_state, **updated}, aux)
 
   def predict(params, model_state, batch):
     return model.apply({"params": params, **model_state}, batch, method=model.serve)
+
+  def harder_negatives(params, model_state, batch):
+    """The "harder negatives per level" report on one batch: evaluated, never trained on.
+
+    :func:`hgrank_jax.losses.negative_hardness_per_level` of the serving logits
+    and the current codes (codebooks not updated); L extra backward passes, so
+    it runs at evaluation rather than in every train step.
+    """
+    out = model.apply({"params": params, **model_state}, batch, train=False, where=batch["mask"],
+                      with_aux=False)
+    out = codes_of(out, batch)
+    hardness = losses.negative_hardness_per_level(out.logits, batch[label], codes=out.codes,
+                                                  where=batch["mask"], codebook_size=codebook_size)
+    return {f"hard_{stat}_l{level + 1}": values[level]
+            for stat, values in hardness.items() for level in range(values.shape[0])}
+
+  # Evaluation (hgrank_jax.train.evaluation) averages these over a split's batches.
+  predict.diagnostics = jax.jit(harder_negatives)
 
   return Objective(init, loss, predict, name=f"{config.model.name}/hgr(L={hgr.num_levels},"
                    f"K={hgr.codebook_size})")

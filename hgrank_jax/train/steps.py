@@ -69,10 +69,18 @@ def make_train_step(objective: Objective, optimizer: optax.GradientTransformatio
 
 
 def make_predict_step(objective: Objective, mesh: Mesh) -> Callable:
-  """``predict(params, model_state, batch) -> logits [B]`` sharded like the batch."""
+  """``predict(params, model_state, batch) -> logits [B]`` sharded like the batch.
+
+  When the objective's predict carries per-batch ``diagnostics`` (the GroupCE
+  harder-negatives report), the step carries them too, for evaluation.
+  """
   data = batch_sharding(mesh)
-  return jax.jit(lambda params, model_state, batch: objective.predict(params, model_state, batch),
+  step = jax.jit(lambda params, model_state, batch: objective.predict(params, model_state, batch),
                  out_shardings=data)
+  diagnostics = getattr(objective.predict, "diagnostics", None)
+  if diagnostics is not None:
+    step.diagnostics = diagnostics
+  return step
 
 
 def make_multi_step(objective: Objective, optimizer: optax.GradientTransformation, mesh: Mesh,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hgrank_jax.data.features import CategoricalFeature, FeatureSpec
-from hgrank_jax.models import RVQ_COLLECTION, HGRModel, Scorer, hgr_loss, make_hgr_model
+from hgrank_jax.models import (RVQ_COLLECTION, HGRModel, HGROutput, Scorer, hgr_loss,
+                               make_hgr_model, residual_cascade)
 
 SPEC = FeatureSpec(
     categorical=(CategoricalFeature("user_id", 40, "user"), CategoricalFeature("item_id", 30, "item"),
@@ -19,11 +20,11 @@ LABELS = jnp.asarray((np.arange(N) % 3 == 0).astype(np.float32))
 WHERE = jnp.asarray(np.arange(N) < 20)
 
 
-def build(**kwargs):
+def build(scorer="dnn", **kwargs):
   defaults = dict(hidden_layers=(8,), user_tower_layers=(6,), num_levels=2, codebook_size=3,
                   bias_features=("position",), kmeans_init=False)
   defaults.update(kwargs)
-  return make_hgr_model(SPEC, "dnn", **defaults)
+  return make_hgr_model(SPEC, scorer, **defaults)
 
 
 def random_variables(model, seed=0):
@@ -157,6 +158,78 @@ def test_hgr_loss_equals_direct_computation_from_parts(run):
   np.testing.assert_allclose(terms["aux_logloss"], logloss(sq), rtol=1e-5)
   np.testing.assert_allclose(terms["group_ce"], hierarchical, rtol=1e-5)
   np.testing.assert_allclose(loss, logloss(s) + 0.7 * logloss(sq) + hierarchical, rtol=1e-5)
+
+
+def _two_pass_loss(model, variables, aux_weight):
+  """Slow reference: Eq. 10 with the main network applied twice, as the model did
+  before its batched pass, the second time with ``stop_gradient`` on its parameters
+  (unless ``aux_updates_main_net``) and on the item and context embeddings."""
+  scorer, state = model.scorer, variables[RVQ_COLLECTION]
+  book = state["quantizer"]["codebook"]
+  stop = jax.lax.stop_gradient
+
+  def loss(params):
+    scorer_vars = {"params": params["scorer"]}
+    e_u, e_i, context = scorer.apply(scorer_vars, BATCH, method=Scorer.encode)
+    main = lambda v, *args: scorer.apply(v, *args, method=Scorer.main)[..., 0]
+    bias = scorer.apply(scorer_vars, BATCH, method=Scorer.bias_logit)[..., 0]
+    codes, _, reconstruction = residual_cascade(e_u, book)
+    e_q = e_u + stop(reconstruction - e_u)  # Eq. 11
+    aux_vars = scorer_vars if model.aux_updates_main_net else stop(scorer_vars)
+    out = HGROutput(logits=main(scorer_vars, e_u, e_i, context) + bias,
+                    quantized_logits=main(aux_vars, e_q, stop(e_i), stop(context)) + stop(bias),
+                    codes=codes, log_sigma=params["log_sigma"], user_embedding=e_u, stats={})
+    return hgr_loss(out, LABELS, where=WHERE, aux_weight=aux_weight, codebook_size=3)[0]
+
+  return loss
+
+
+@pytest.mark.parametrize("batched,open_main,aux_weight,scorer", [
+    (True, False, 0.7, "dnn"), (True, True, 0.7, "dnn"), (False, False, 0.7, "dnn"),
+    (True, False, 0.0, "dnn"), (True, False, 0.7, "mmoe")])
+def test_step_loss_and_gradients_equal_the_two_pass_formulation(batched, open_main, aux_weight,
+                                                                scorer):
+  model = build(batched_aux=batched, aux_updates_main_net=open_main, scorer=scorer)
+  variables = random_variables(model)
+
+  def loss(params):
+    out = model.apply({"params": params, RVQ_COLLECTION: variables[RVQ_COLLECTION]}, BATCH,
+                      train=True, where=WHERE, update_codebooks=False,
+                      with_aux=aux_weight != 0)
+    return hgr_loss(out, LABELS, where=WHERE, aux_weight=aux_weight, codebook_size=3)[0]
+
+  value, grads = jax.jit(jax.value_and_grad(loss))(variables["params"])
+  want_value, want_grads = jax.jit(jax.value_and_grad(
+      _two_pass_loss(model, variables, aux_weight)))(variables["params"])
+  np.testing.assert_allclose(value, want_value, rtol=1e-5)
+  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_zero_aux_weight_skips_the_auxiliary_pass():
+  # One fewer application of the main network: its dense layers' products (forward
+  # and backward) appear once, not twice, in the step's program.
+  def count_products(aux_weight, batched):
+    model = build(batched_aux=batched)
+    variables = random_variables(model)
+
+    def loss(params):
+      out = model.apply({"params": params, RVQ_COLLECTION: variables[RVQ_COLLECTION]}, BATCH,
+                        train=True, where=WHERE, update_codebooks=False,
+                        with_aux=aux_weight != 0)
+      assert (out.quantized_logits is None) == (aux_weight == 0)
+      return hgr_loss(out, LABELS, where=WHERE, aux_weight=aux_weight)[0]
+
+    return str(jax.make_jaxpr(jax.grad(loss))(variables["params"])).count("dot_general")
+
+  with_aux, without_aux = count_products(0.7, batched=False), count_products(0.0, batched=True)
+  # The main network here is two dense layers: its second application (forward,
+  # and backward to e_u^q) is 2 + 2 matrix products, all gone without it.
+  assert with_aux - without_aux == 4
+  with pytest.raises(ValueError, match="with_aux"):
+    model = build()
+    out = model.apply(random_variables(model), BATCH, with_aux=False)
+    hgr_loss(out, LABELS, aux_weight=0.5)
 
 
 def test_bad_arguments_raise_clear_errors():

@@ -15,8 +15,12 @@ import pytest
 
 from hgrank_jax import losses
 from hgrank_jax.data import load_dataset
+from hgrank_jax.models import RVQ_COLLECTION
+from hgrank_jax.train.evaluation import DeviceSplit, evaluate_split
 from hgrank_jax.train.loop import train_and_evaluate
-from hgrank_jax.train.objectives import build_objective
+from hgrank_jax.train.objectives import build_objective, hgr_model_from_config
+from hgrank_jax.train.sharding import data_mesh
+from hgrank_jax.train.steps import make_predict_step
 from hgrank_jax.train.writers import read_metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -86,6 +90,38 @@ def test_groupce_trains_and_logs_quantizer_statistics(tmp_path):
   train_records = read_metrics(tmp_path, "train")
   assert [r["step"] for r in train_records] == [2, 4]
   assert {"rvq_perplexity_l1", "rvq_dead_fraction_l2", "group_ce"} <= set(train_records[0])
+  # The harder-negatives report moved from the train step to evaluation.
+  assert not any(k.startswith("hard_") for k in train_records[0])
+  for record in read_metrics(tmp_path, "eval"):
+    assert all(np.isfinite(record[f"valid_hard_neg_grad_l{level}"]) for level in (1, 2))
+
+
+def test_harder_negatives_at_evaluation_equal_the_in_step_report():
+  dataset = load_dataset("synthetic:tiny")
+  config = _config("groupce")
+  config.model.bias_features = ()  # train-mode logits are then the served ones
+  objective = build_objective(config, dataset.spec)
+  batch = _batch(dataset)
+  batch["mask"] = jnp.ones(64, bool)  # one whole batch, as evaluation sees the split
+  variables = objective.init(jax.random.PRNGKey(0), batch)
+  params = variables.pop("params")
+  _, (state, _) = objective.loss(params, variables, batch, jax.random.PRNGKey(1))  # k-means
+  # As the train step computed it: the training forward pass's logits and codes.
+  model = hgr_model_from_config(config, dataset.spec)
+  out, _ = model.apply({"params": params, **state}, batch, train=True, where=batch["mask"],
+                       mutable=[RVQ_COLLECTION], rngs={"rvq": jax.random.PRNGKey(2)})
+  want = losses.negative_hardness_per_level(out.logits, batch["click"], codes=out.codes,
+                                            where=batch["mask"], codebook_size=4)
+  columns = {k: np.asarray(v) for k, v in batch.items() if k != "mask"}
+  mesh = data_mesh(jax.devices()[:1])
+  for got in (objective.predict.diagnostics(params, state, batch),
+              evaluate_split(make_predict_step(objective, mesh), params, state, columns,
+                             dataset.spec, 64, mesh),
+              DeviceSplit(objective.predict, columns, dataset.spec, 64, mesh).metrics(params,
+                                                                                      state)):
+    for stat, values in want.items():
+      for level in range(2):
+        np.testing.assert_allclose(got[f"hard_{stat}_l{level + 1}"], values[level], rtol=1e-5)
 
 
 def test_unknown_objective_is_named():
