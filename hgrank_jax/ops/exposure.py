@@ -104,7 +104,8 @@ def _exposure(scores, categories, where, position_weights, num_categories, k,
     # Unit weights make this exactly the fast soft top-k mask.
     soft = fast_sort.project_onto_weights(
         prep.scores, prep.valid, prep.order, prep.inverse, options.temperature,
-        jnp.broadcast_to(padded_weights, prep.scores.shape))
+        jnp.broadcast_to(padded_weights, prep.scores.shape),
+        options.pav_implementation)
     item_weight = sorting._straight_through(soft, hard, options)  # pylint: disable=protected-access
   else:
     permutation = sorting.relaxed_permutation(prep, options)

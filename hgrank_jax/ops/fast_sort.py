@@ -34,7 +34,8 @@ def _valid_positions(valid, n):
   return jnp.arange(n) < num_valid
 
 
-def project_onto_weights(scores, valid, order, inverse, temperature, weights):
+def project_onto_weights(scores, valid, order, inverse, temperature, weights,
+                         implementation="auto"):
   """Projects ``scores / tau`` onto the permutahedron of sorted ``weights``.
 
   Args:
@@ -46,6 +47,7 @@ def project_onto_weights(scores, valid, order, inverse, temperature, weights):
     temperature: positive float.
     weights: float ``[..., n]`` in sorted-position order, non-increasing over
       the valid positions; entries at padded positions are ignored.
+    implementation: how PAV finds its blocks (``isotonic.IMPLEMENTATIONS``).
 
   Returns:
     float ``[..., n]`` per item; padded items get 0.
@@ -55,30 +57,31 @@ def project_onto_weights(scores, valid, order, inverse, temperature, weights):
   z_sorted = jnp.where(in_valid_slot, _gather(scores, order) / temperature, 0.0)
   w_sorted = jnp.where(in_valid_slot, weights, 0.0)
   projected = isotonic.project_sorted_permutahedron(
-      z_sorted, w_sorted, barrier=~in_valid_slot)
+      z_sorted, w_sorted, barrier=~in_valid_slot, implementation=implementation)
   return jnp.where(valid, _gather(projected, inverse), 0.0)
 
 
-def fast_ranks(scores, valid, order, inverse, temperature):
+def fast_ranks(scores, valid, order, inverse, temperature, implementation="auto"):
   """Soft 1-based ranks ``[..., n]``; padded items get 0 (caller fills)."""
   n = scores.shape[-1]
   num_valid = valid.sum(-1, keepdims=True).astype(scores.dtype)
   descending_ranks = num_valid - jnp.arange(n, dtype=scores.dtype)
   ascending = project_onto_weights(
-      scores, valid, order, inverse, temperature, descending_ranks)
+      scores, valid, order, inverse, temperature, descending_ranks, implementation)
   return jnp.where(valid, num_valid + 1.0 - ascending, 0.0)
 
 
-def fast_topk_mask(scores, valid, order, inverse, temperature, k):
+def fast_topk_mask(scores, valid, order, inverse, temperature, k,
+                   implementation="auto"):
   """Soft top-k indicator ``[..., n]`` in [0, 1] summing to min(k, m)."""
   n = scores.shape[-1]
   ones_then_zeros = (jnp.arange(n) < k).astype(scores.dtype)
   ones_then_zeros = jnp.broadcast_to(ones_then_zeros, scores.shape)
   return project_onto_weights(
-      scores, valid, order, inverse, temperature, ones_then_zeros)
+      scores, valid, order, inverse, temperature, ones_then_zeros, implementation)
 
 
-def fast_sort(scores, valid, order, temperature):
+def fast_sort(scores, valid, order, temperature, implementation="auto"):
   """Soft sorted values, descending ``[..., n]``; padded positions get 0."""
   n = scores.shape[-1]
   in_valid_slot = _valid_positions(valid, n)
@@ -87,5 +90,5 @@ def fast_sort(scores, valid, order, temperature):
   z_sorted = jnp.where(in_valid_slot, rho, 0.0)
   w_sorted = jnp.where(in_valid_slot, _gather(scores, order), 0.0)
   projected = isotonic.project_sorted_permutahedron(
-      z_sorted, w_sorted, barrier=~in_valid_slot)
+      z_sorted, w_sorted, barrier=~in_valid_slot, implementation=implementation)
   return jnp.where(in_valid_slot, projected, 0.0)

@@ -6,30 +6,61 @@ projection of a vector onto the permutahedron of a weight vector, computed by
 one sort plus a pool-adjacent-violators (PAV) pass, and the exact Jacobian of
 that projection through a hand-written VJP.
 
-PAV is written directly on a batch ``[B, n]`` as a single ``lax.while_loop``
-whose every iteration either pushes the next element on a per-row stack of
-blocks or merges the top two blocks, so it takes at most ``2 n - 1`` iterations
-and O(B n) memory. There is no host callback and no ``n x n`` intermediate in
-the forward or the backward pass: the Jacobian of isotonic regression is
-block-diagonal with each block averaging its inputs, so the VJP is a segment
-mean over the final blocks.
+Every implementation computes one thing, the *block starts* of the PAV
+solution (a bool per position, true where a pooled block begins); values and
+the VJP are then segment means over those blocks, done in XLA. Pooling is the
+finest one: adjacent blocks with exactly equal means stay apart, so the
+Jacobian at exact ties is the block-diagonal one PAV defines. Three ways to
+find the starts, picked per platform at lowering time (``implementation=
+"auto"``):
 
-``barrier`` marks positions where a new block must start; PAV never pools
-across it. The sorting ops use it to keep padded (masked) entries out of the
-valid entries' blocks, each masked entry forming a block of its own.
+* ``"pallas"`` (GPU): a Pallas (Triton) kernel, one list per program, running
+  sequential PAV with the two top blocks in registers and the rest of the block
+  stack in memory. No XLA loop: the program is one kernel launch whatever n is.
+* ``"host"`` (CPU): scipy's compiled PAV (``scipy.optimize.isotonic_regression``)
+  on every barrier-delimited run, through ``jax.pure_callback``; scipy pools
+  equal means, so its blocks are split again where a block's prefix has
+  exactly the block's mean (the split PAV itself would have kept).
+* ``"loop"`` (any platform, the reference; TPU's default): PAV written as one
+  ``lax.while_loop`` over the batch whose iterations each push the next element
+  or merge the top two blocks, at most ``2 n - 1`` of them.
+
+All three give the same starts (tests compare them on random, tied, strictly
+decreasing, sawtooth and tied-tail inputs), O(B n) memory and no ``n x n``
+intermediate. ``barrier`` marks positions where a new block must start; PAV
+never pools across it. The sorting ops use it to keep padded (masked) entries
+out of the valid entries' blocks, each masked entry forming a block of its own.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pallas_triton
+import numpy as np
+from scipy import optimize
+
+IMPLEMENTATIONS = ("auto", "pallas", "host", "loop")
 
 
-def _pav_batched(y, barrier):
-  """Runs PAV for a non-increasing fit on every row of ``y`` ([B, n]).
+def _check_implementation(implementation):
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(
+        f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}.")
+  return implementation
 
-  Returns the fitted values ``[B, n]``, the block id of every position
-  ``[B, n]`` (int32, blocks numbered from 0 left to right) and the size of the
-  block each position belongs to ``[B, n]`` (float).
+
+# --- "loop": PAV as one XLA while loop over the batch -------------------------
+
+
+def _block_starts_loop(y, barrier):
+  """Block starts ``[B, n]`` of PAV on every row of ``y`` ([B, n]).
+
+  One ``lax.while_loop`` whose every iteration, on all rows at once, either
+  pushes the next element on a per-row stack of blocks or merges the top two
+  blocks, so it takes at most ``2 n - 1`` iterations.
   """
   num_rows, n = y.shape
   rows = jnp.arange(num_rows)
@@ -81,17 +112,157 @@ def _pav_batched(y, barrier):
           jnp.zeros((num_rows, n), jnp.int32),
           jnp.full((num_rows,), -1, jnp.int32),
           jnp.zeros((num_rows,), jnp.int32))
-  sums, counts, starts, top, _ = lax.while_loop(cond, body, init)
-
-  # Expand blocks back to positions: mark each live block's start, then a
-  # running count of marks is the block id of every position.
+  _, _, starts, top, _ = lax.while_loop(cond, body, init)
   live = jnp.arange(n)[None, :] <= top[:, None]
-  marks = jnp.zeros((num_rows, n), jnp.int32).at[
-      rows[:, None], jnp.where(live, starts, 0)].add(live.astype(jnp.int32))
-  block_id = jnp.cumsum(marks, axis=1) - 1
-  block_size = jnp.take_along_axis(counts, block_id, axis=1)
-  fitted = jnp.take_along_axis(sums, block_id, axis=1) / block_size
-  return fitted, block_id, block_size
+  return jnp.zeros((num_rows, n), bool).at[
+      rows[:, None], jnp.where(live, starts, 0)].max(live)
+
+
+# --- "host": scipy's compiled PAV through a host callback ----------------------
+
+
+def _host_block_starts(y, barrier):
+  """Numpy: block starts of the finest PAV pooling of every row of ``y``."""
+  y = np.asarray(y, np.float64)
+  barrier = np.asarray(barrier, bool)
+  shape = y.shape
+  n = shape[-1]
+  y = y.reshape(-1, n)
+  starts = barrier.reshape(-1, n).copy()
+  starts[:, 0] = True
+  fitted = y.copy()
+  # Common case first: barriers only on a suffix (padding), one run per row.
+  one_run = (starts[:, 2:] >= starts[:, 1:-1]).all(axis=1)
+  run_length = n - starts[:, 1:].sum(axis=1)
+  for row in np.flatnonzero(one_run & (run_length > 1)):
+    m = run_length[row]
+    fit = optimize.isotonic_regression(y[row, :m], increasing=False)
+    starts[row, fit.blocks[:-1]] = True
+    fitted[row, :m] = fit.x
+  for row in np.flatnonzero(~one_run):
+    run_starts = np.flatnonzero(starts[row])
+    run_ends = np.append(run_starts[1:], n)
+    pooled = run_ends - run_starts > 1  # single positions are blocks already
+    for lo, hi in zip(run_starts[pooled], run_ends[pooled]):
+      fit = optimize.isotonic_regression(y[row, lo:hi], increasing=False)
+      starts[row, lo + fit.blocks[:-1]] = True
+      fitted[row, lo:hi] = fit.x
+  # scipy pools adjacent blocks of equal mean; PAV that merges only strict
+  # violators keeps them apart. Such a block splits exactly where its prefix
+  # has the block's mean (checked exhaustively against "loop" in the tests).
+  # In floating point that equality can only hold for exactly representable
+  # sums, which is exactly where the two rules can differ.
+  positions = np.arange(n)
+  block_start = np.maximum.accumulate(np.where(starts, positions, 0), axis=1)
+  prefix = np.concatenate([np.zeros((y.shape[0], 1)), np.cumsum(y, axis=1)], axis=1)
+  length = positions - block_start
+  prefix_sum = prefix[:, :n] - np.take_along_axis(prefix, block_start, axis=1)
+  starts |= (length > 0) & (prefix_sum == fitted * length)
+  return starts.reshape(shape)
+
+
+def _block_starts_host(y, barrier):
+  return jax.pure_callback(
+      _host_block_starts, jax.ShapeDtypeStruct(y.shape, jnp.bool_), y, barrier,
+      vmap_method="broadcast_all")
+
+
+# --- "pallas": one GPU program per list ---------------------------------------
+
+
+def _pav_kernel(y_ref, barrier_ref, starts_ref, stack_sum_ref, stack_count_ref,
+                stack_first_ref, stack_barrier_ref, *, n):
+  """Sequential PAV on one row, the two top blocks kept in registers.
+
+  A block is (sum, count, first position, barrier at its first position). The
+  stack below the second block lives in the ``stack_*`` outputs, used as
+  scratch; its slot 0 holds an empty block (count 0) that stops merging, so no
+  branch is needed at the bottom. ``starts_ref[i]`` is set when element i is
+  pushed and cleared when its block is merged into the one below.
+  """
+  dtype = y_ref.dtype
+  one = jnp.ones((), dtype)
+
+  def violates(state):
+    top_sum, top_count, _, top_barrier, low_sum, low_count, _, _, _ = state
+    return ((top_barrier == 0) & (low_count > 0)
+            & (low_sum * top_count < top_sum * low_count))
+
+  def merge(state):
+    top_sum, top_count, top_first, _, low_sum, low_count, low_first, \
+        low_barrier, depth = state
+    starts_ref[top_first] = jnp.int32(0)
+    depth = depth - 1
+    return (low_sum + top_sum, low_count + top_count, low_first, low_barrier,
+            stack_sum_ref[depth], stack_count_ref[depth], stack_first_ref[depth],
+            stack_barrier_ref[depth], depth)
+
+  def push(i, state):
+    top_sum, top_count, top_first, top_barrier, low_sum, low_count, low_first, \
+        low_barrier, depth = state
+    stack_sum_ref[depth] = low_sum
+    stack_count_ref[depth] = low_count
+    stack_first_ref[depth] = low_first
+    stack_barrier_ref[depth] = low_barrier
+    starts_ref[i] = jnp.int32(1)
+    state = (y_ref[i], one, i, barrier_ref[i], top_sum, top_count, top_first,
+             top_barrier, depth + 1)
+    return lax.while_loop(violates, merge, state)
+
+  starts_ref[0] = jnp.int32(1)
+  zero = jnp.zeros((), dtype)
+  empty_block = (zero, zero, jnp.int32(0), jnp.int32(1))
+  first_block = (y_ref[0], one, jnp.int32(0), barrier_ref[0])
+  lax.fori_loop(1, n, push, first_block + empty_block + (jnp.int32(0),))
+
+
+def _block_starts_pallas(y, barrier, interpret=False):
+  num_rows, n = y.shape
+  # Triton blocks need power-of-two sizes; the padding is never read.
+  width = max(pl.next_power_of_2(n), 2)
+  pad = ((0, 0), (0, width - n))
+  row = pl.BlockSpec((None, width), lambda r: (r, 0))
+  shapes = [jax.ShapeDtypeStruct((num_rows, width), dtype)
+            for dtype in (jnp.int32, y.dtype, y.dtype, jnp.int32, jnp.int32)]
+  starts = pl.pallas_call(
+      functools.partial(_pav_kernel, n=n), grid=(num_rows,),
+      in_specs=[row, row], out_specs=[row] * len(shapes), out_shape=shapes,
+      compiler_params=pallas_triton.CompilerParams(num_warps=1, num_stages=1),
+      interpret=interpret,
+  )(jnp.pad(y, pad), jnp.pad(barrier.astype(jnp.int32), pad, constant_values=1))[0]
+  return starts[:, :n] != 0
+
+
+def _block_starts(y, barrier, implementation):
+  """Bool ``[B, n]``: where the blocks of the finest PAV pooling of each row start."""
+  if y.shape[-1] == 1:
+    return jnp.ones(y.shape, bool)
+  if implementation == "loop":
+    return _block_starts_loop(y, barrier)
+  if implementation == "host":
+    return _block_starts_host(y, barrier)
+  if implementation == "pallas":
+    # Off a GPU the kernel runs in Pallas' interpreter (for tests only: slow).
+    return _block_starts_pallas(y, barrier,
+                                interpret=jax.default_backend() != "gpu")
+  return lax.platform_dependent(
+      y, barrier, cpu=_block_starts_host, cuda=_block_starts_pallas,
+      default=_block_starts_loop)
+
+
+# --- blocks: ids, sizes and means from the starts -----------------------------
+
+
+def _block_layout(starts):
+  """Block id ``[B, n]`` (int32, from 0 per row) and block size (float) of every position."""
+  n = starts.shape[-1]
+  positions = jnp.arange(n, dtype=jnp.int32)
+  block_id = jnp.cumsum(starts, axis=1, dtype=jnp.int32) - 1
+  first = lax.cummax(jnp.where(starts, positions, 0), axis=1)
+  next_starts = jnp.concatenate(
+      [starts[:, 1:], jnp.ones(starts.shape[:1] + (1,), bool)], axis=1)
+  last = lax.cummin(jnp.where(next_starts, positions, n), axis=1, reverse=True)
+  return block_id, last - first + 1
 
 
 def _block_mean(values, block_id, block_size):
@@ -99,29 +270,36 @@ def _block_mean(values, block_id, block_size):
   num_rows, n = values.shape
   flat_id = (block_id + n * jnp.arange(num_rows)[:, None]).reshape(-1)
   block_sums = jax.ops.segment_sum(
-      values.reshape(-1), flat_id, num_segments=num_rows * n)
-  return block_sums[flat_id].reshape(num_rows, n) / block_size
+      values.reshape(-1), flat_id, num_segments=num_rows * n,
+      indices_are_sorted=True)
+  return block_sums[flat_id].reshape(num_rows, n) / block_size.astype(values.dtype)
 
 
-@jax.custom_vjp
-def _isotonic_2d(y, barrier):
-  return _pav_batched(y, barrier)[0]
+def _blocks(y, barrier, implementation):
+  starts = _block_starts(lax.stop_gradient(y), barrier, implementation)
+  return _block_layout(starts)
 
 
-def _isotonic_2d_fwd(y, barrier):
-  fitted, block_id, block_size = _pav_batched(y, barrier)
-  return fitted, (block_id, block_size)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _isotonic_2d(y, barrier, implementation):
+  return _isotonic_2d_fwd(y, barrier, implementation)[0]
 
 
-def _isotonic_2d_bwd(residuals, cotangent):
-  block_id, block_size = residuals
-  return _block_mean(cotangent, block_id, block_size), None
+def _isotonic_2d_fwd(y, barrier, implementation):
+  block_id, block_size = _blocks(y, barrier, implementation)
+  return _block_mean(y, block_id, block_size), (block_id, block_size)
+
+
+def _isotonic_2d_bwd(implementation, residuals, cotangent):
+  del implementation
+  # The Jacobian is block-diagonal, each block averaging its inputs.
+  return _block_mean(cotangent, *residuals), None
 
 
 _isotonic_2d.defvjp(_isotonic_2d_fwd, _isotonic_2d_bwd)
 
 
-def isotonic_decreasing(y, barrier=None):
+def isotonic_decreasing(y, barrier=None, *, implementation="auto"):
   """Least-squares non-increasing fit of ``y`` along the last axis.
 
   Solves ``argmin_v 0.5 * ||v - y||^2`` subject to ``v_0 >= v_1 >= ...``
@@ -132,6 +310,9 @@ def isotonic_decreasing(y, barrier=None):
     y: float array ``[..., n]``.
     barrier: optional bool array ``[..., n]``; ``True`` at position j starts a
       new block there, so the constraint ``v_{j-1} >= v_j`` is dropped.
+    implementation: how PAV's blocks are found: "auto" (per platform: the
+      Pallas kernel on GPU, scipy through a host callback on CPU, the XLA loop
+      elsewhere), or one of "pallas", "host", "loop" (see the module doc).
 
   Returns:
     Float array ``[..., n]`` (same dtype as ``y``).
@@ -139,22 +320,23 @@ def isotonic_decreasing(y, barrier=None):
   >>> isotonic_decreasing(jnp.array([1.0, 3.0, 2.0, 0.0]))
   Array([2., 2., 2., 0.], dtype=float32)
   """
+  _check_implementation(implementation)
   y = jnp.asarray(y)
   if barrier is None:
     barrier = jnp.zeros(y.shape, bool)
   barrier = jnp.broadcast_to(barrier, y.shape)
   n = y.shape[-1]
-  flat = _isotonic_2d(y.reshape(-1, n), barrier.reshape(-1, n))
+  flat = _isotonic_2d(y.reshape(-1, n), barrier.reshape(-1, n), implementation)
   return flat.reshape(y.shape)
 
 
-@jax.custom_vjp
-def _project_2d(z_sorted, w_sorted, barrier):
-  return _project_2d_fwd(z_sorted, w_sorted, barrier)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _project_2d(z_sorted, w_sorted, barrier, implementation):
+  return _project_2d_fwd(z_sorted, w_sorted, barrier, implementation)[0]
 
 
-def _project_2d_fwd(z_sorted, w_sorted, barrier):
-  _, block_id, block_size = _pav_batched(z_sorted - w_sorted, barrier)
+def _project_2d_fwd(z_sorted, w_sorted, barrier, implementation):
+  block_id, block_size = _blocks(z_sorted - w_sorted, barrier, implementation)
   # z - mean_block(z - w), regrouped as (z - mean_block z) + mean_block w so a
   # singleton block returns w exactly even when |z| dwarfs |w| (tiny
   # temperatures or large scores would otherwise cancel catastrophically).
@@ -166,7 +348,8 @@ def _project_2d_fwd(z_sorted, w_sorted, barrier):
   return projected, (block_id, block_size)
 
 
-def _project_2d_bwd(residuals, cotangent):
+def _project_2d_bwd(implementation, residuals, cotangent):
+  del implementation
   # d out / d z = I - A and d out / d w = A, with A the (symmetric)
   # block-averaging matrix.
   averaged = _block_mean(cotangent, *residuals)
@@ -176,7 +359,8 @@ def _project_2d_bwd(residuals, cotangent):
 _project_2d.defvjp(_project_2d_fwd, _project_2d_bwd)
 
 
-def project_sorted_permutahedron(z_sorted, w_sorted, barrier=None):
+def project_sorted_permutahedron(z_sorted, w_sorted, barrier=None, *,
+                                 implementation="auto"):
   """Projects ``z`` onto the permutahedron of ``w``, both sorted descending.
 
   For ``z`` sorted in non-increasing order and ``w`` non-increasing, the
@@ -192,6 +376,7 @@ def project_sorted_permutahedron(z_sorted, w_sorted, barrier=None):
     w_sorted: float array ``[..., n]``, non-increasing likewise.
     barrier: optional bool ``[..., n]``, see ``isotonic_decreasing``; each
       run is projected onto the permutahedron of its own part of ``w``.
+    implementation: see ``isotonic_decreasing``.
 
   Returns:
     Float array ``[..., n]``, the projection in sorted order.
@@ -199,11 +384,12 @@ def project_sorted_permutahedron(z_sorted, w_sorted, barrier=None):
   >>> project_sorted_permutahedron(jnp.array([0.5, 0.2]), jnp.array([2.0, 1.0]))
   Array([1.65, 1.35], dtype=float32)
   """
+  _check_implementation(implementation)
   z_sorted, w_sorted = jnp.broadcast_arrays(z_sorted, w_sorted)
   if barrier is None:
     barrier = jnp.zeros(z_sorted.shape, bool)
   barrier = jnp.broadcast_to(barrier, z_sorted.shape)
   n = z_sorted.shape[-1]
   flat = _project_2d(z_sorted.reshape(-1, n), w_sorted.reshape(-1, n),
-                     barrier.reshape(-1, n))
+                     barrier.reshape(-1, n), implementation)
   return flat.reshape(z_sorted.shape)

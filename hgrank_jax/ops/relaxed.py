@@ -75,9 +75,13 @@ def permutation_from_logits(logits, allowed, normalise_iters):
   tiny = jnp.finfo(kernel.dtype).tiny
 
   def scaling_round(row_scale, _):
-    col_mass = jnp.einsum("...ki,...k->...i", kernel, row_scale)
+    # Matrix-vector products written as multiply-and-reduce: XLA fuses each
+    # into one reduction kernel. As dots, every one of them (and its transpose
+    # in the backward pass) was a separate GEMM for the GPU autotuner to try
+    # configurations on, which made compile time explode with n.
+    col_mass = jnp.sum(kernel * row_scale[..., :, None], axis=-2)
     col_scale = 1.0 / jnp.maximum(col_mass, tiny)
-    row_mass = jnp.einsum("...ki,...i->...k", kernel, col_scale)
+    row_mass = jnp.sum(kernel * col_scale[..., None, :], axis=-1)
     return 1.0 / jnp.maximum(row_mass, tiny), col_scale
 
   # A scan keeps the compiled graph one round long whatever normalise_iters is.

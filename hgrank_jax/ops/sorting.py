@@ -31,8 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from hgrank_jax.ops import fast_sort
+from hgrank_jax.ops import isotonic
 from hgrank_jax.ops import ot_sort
 from hgrank_jax.ops import relaxed
+from hgrank_jax.ops import stable_order
 
 METHODS = ("softsort", "neuralsort", "ot", "fast", "hard")
 DENSE_METHODS = ("softsort", "neuralsort", "ot")
@@ -55,14 +57,19 @@ class SortOptions:
   ot_num_targets: Optional[int] = None
   ot_max_iterations: int = 1000
   ot_threshold: float = 1e-3
+  pav_implementation: str = "auto"
 
 
 def make_options(method="fast", temperature=1.0, scale_invariant=False,
                  straight_through=False, normalise_iters=DEFAULT_NORMALISE_ITERS,
-                 ot_num_targets=None, ot_max_iterations=1000, ot_threshold=1e-3):
+                 ot_num_targets=None, ot_max_iterations=1000, ot_threshold=1e-3,
+                 pav_implementation="auto"):
   """Validates static arguments (at trace time) and bundles them."""
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+  if pav_implementation not in isotonic.IMPLEMENTATIONS:
+    raise ValueError(f"pav_implementation must be one of {isotonic.IMPLEMENTATIONS}, "
+                     f"got {pav_implementation!r}.")
   try:
     temperature_value = float(temperature)
   except (TypeError, jax.errors.ConcretizationTypeError) as error:
@@ -80,7 +87,7 @@ def make_options(method="fast", temperature=1.0, scale_invariant=False,
   return SortOptions(method, temperature_value, bool(scale_invariant),
                      bool(straight_through), int(normalise_iters),
                      None if ot_num_targets is None else int(ot_num_targets),
-                     int(ot_max_iterations), float(ot_threshold))
+                     int(ot_max_iterations), float(ot_threshold), pav_implementation)
 
 
 def split_temperature(options):
@@ -145,10 +152,7 @@ def prepare(scores, where, scale_invariant):
     unit = jnp.ones(num_valid.shape, dtype)
   # Stable argsort of (padded last, then descending score); ties keep index order.
   key = jnp.where(valid, -jax.lax.stop_gradient(values), jnp.inf)
-  order = jnp.argsort(key, axis=-1, stable=True)
-  n = scores.shape[-1]
-  positions = jnp.broadcast_to(jnp.arange(n), scores.shape)
-  inverse = _scatter_last(jnp.zeros_like(order), order, positions)
+  order, inverse = stable_order.stable_order(key)
   return Prepared(values, valid, order, inverse, center, unit)
 
 
@@ -192,7 +196,11 @@ def relaxed_permutation(prep, options):
   method, tau = options.method, options.temperature
   if prep.scores.shape[-1] == 1:
     return hard_permutation(prep)  # a one-item list has nothing to relax
-  allowed = relaxed.support(prep.valid)
+  # The barrier keeps XLA from constant-folding the support: with no ``where``
+  # the mask is a compile-time constant of B n^2 entries, and evaluating it
+  # (and every select on it in the backward pass) at compile time is what made
+  # SoftSort/NeuralSort gradients take minutes to compile on a GPU.
+  allowed = relaxed.support(jax.lax.optimization_barrier(prep.valid))
   if method == "softsort":
     sorted_scores = jnp.take_along_axis(prep.scores, prep.order, axis=-1)
     logits = relaxed.softsort_logits(prep.scores, sorted_scores, tau)
@@ -256,6 +264,10 @@ def soft_rank(scores, *, method="fast", temperature=1.0, where=None, **kwargs):
   Padded entries get their hard rank among the padded (m + 1, m + 2, ... in
   index order, m = number of valid entries). ``ot_num_targets`` (method "ot")
   transports onto fewer targets than n for speed; ranks stay in [1, m].
+  ``pav_implementation`` (method "fast") picks how the isotonic regression
+  finds its blocks: "auto" (a Pallas kernel on GPU, scipy through a host
+  callback on CPU, an XLA loop elsewhere) or "pallas", "host", "loop"; all
+  give the same values and gradients (see ``isotonic``).
 
   >>> soft_rank(jnp.array([0.0, 3.0, 1.0]), temperature=1e-3)
   Array([3., 1., 2.], dtype=float32)
@@ -273,7 +285,8 @@ def _soft_rank(scores, where, options, temperature):
     return hard
   if options.method == "fast":
     soft = fast_sort.fast_ranks(prep.scores, prep.valid, prep.order,
-                                prep.inverse, options.temperature)
+                                prep.inverse, options.temperature,
+                                options.pav_implementation)
   elif options.method == "ot" and options.ot_num_targets is not None:
     soft = ot_sort.ot_ranks_coarse(
         prep.scores, prep.valid, options.temperature, options.ot_num_targets,
@@ -282,7 +295,7 @@ def _soft_rank(scores, where, options, temperature):
     permutation = relaxed_permutation(prep, options)
     n = prep.scores.shape[-1]
     positions = jnp.arange(1, n + 1, dtype=permutation.dtype)
-    soft = jnp.einsum("...ki,k->...i", permutation, positions)
+    soft = jnp.sum(permutation * positions[:, None], axis=-2)  # a reduction, not a GEMM
   soft = jnp.where(prep.valid, soft, hard)
   return _straight_through(soft, hard, options)
 
@@ -309,10 +322,11 @@ def _soft_sort(scores, where, options, temperature):
   if options.method == "hard":
     soft = hard
   elif options.method == "fast":
-    soft = fast_sort.fast_sort(prep.scores, prep.valid, prep.order, options.temperature)
+    soft = fast_sort.fast_sort(prep.scores, prep.valid, prep.order, options.temperature,
+                               options.pav_implementation)
   else:
     permutation = relaxed_permutation(prep, options)
-    soft = jnp.einsum("...ki,...i->...k", permutation, prep.scores)
+    soft = jnp.sum(permutation * prep.scores[..., None, :], axis=-1)
   soft = _straight_through(soft, hard, options)
   if options.method == "hard":
     soft = jax.lax.stop_gradient(soft)
@@ -344,7 +358,8 @@ def _soft_topk_mask(scores, where, k, options, temperature):
     return hard
   if options.method == "fast":
     soft = fast_sort.fast_topk_mask(prep.scores, prep.valid, prep.order,
-                                    prep.inverse, options.temperature, k)
+                                    prep.inverse, options.temperature, k,
+                                    options.pav_implementation)
   else:
     permutation = relaxed_permutation(prep, options)
     soft = capped_mask(permutation, prep.valid, k)

@@ -1,5 +1,6 @@
 """PAV isotonic regression and permutahedron projection against scipy references."""
 
+import functools
 import itertools
 
 import jax
@@ -138,3 +139,101 @@ def test_jit_and_vmap_agree():
   np.testing.assert_allclose(jitted(y), per_row, atol=1e-6)
   np.testing.assert_allclose(
       jax.jit(jax.vmap(isotonic.isotonic_decreasing))(y), per_row, atol=1e-6)
+
+
+# --- the three ways of finding PAV's blocks ------------------------------------
+
+
+def _families(n, rng):
+  """Rows of the inputs the fast sort really meets, each with its barrier."""
+  half = n // 2
+  rows = {
+      "random": rng.normal(size=n),
+      "ties": np.round(rng.normal(size=n)),
+      # z - w for strictly decreasing scores at tau = 1: all exactly equal, so
+      # no block may pool (equal means stay apart).
+      "strictly_decreasing": np.arange(n, 0, -1.0) - np.arange(n, 0, -1.0),
+      "increasing": np.arange(n, dtype=np.float64),
+      "sawtooth": np.tile([0.0, 3.0, 1.0, 2.0], n)[:n],
+      # n/2 distinct scores then n/2 tied ones, as z - w: the tail pools into
+      # one block of n/2 (the worst case for round-based parallel pooling).
+      "tied_tail": np.concatenate([np.arange(half, 0, -1.0) * 3, np.zeros(n - half)])
+                   - np.arange(n, 0, -1.0),
+  }
+  y = np.stack(list(rows.values())).astype(np.float32)
+  barrier = np.zeros(y.shape, bool)
+  barrier = np.concatenate([barrier, rng.random(y.shape) < 0.2])
+  barrier[-2, n - 3:] = True  # padding-like suffix
+  return np.concatenate([y, y]), barrier
+
+
+@pytest.mark.parametrize("n", (2, 7, 33))
+def test_implementations_find_the_same_blocks(n):
+  rng = np.random.default_rng(n)
+  y, barrier = _families(n, rng)
+  y, barrier = jnp.asarray(y), jnp.asarray(barrier)
+  loop = np.asarray(jax.jit(isotonic._block_starts_loop)(y, barrier))
+  host = np.asarray(jax.jit(isotonic._block_starts_host)(y, barrier))
+  pallas = np.asarray(jax.jit(functools.partial(
+      isotonic._block_starts_pallas, interpret=jax.default_backend() != "gpu"))(y, barrier))
+  np.testing.assert_array_equal(host, loop)
+  np.testing.assert_array_equal(pallas, loop)
+
+
+def test_host_tie_rule_matches_loop_exhaustively():
+  """Every row over {0, 1, 2, 3} of length <= 6: scipy's pooled blocks re-split as PAV would."""
+  for n in range(2, 7):
+    y = np.array(list(itertools.product(range(4), repeat=n)), np.float32)
+    barrier = np.zeros(y.shape, bool)
+    want = np.asarray(jax.jit(isotonic._block_starts_loop)(jnp.asarray(y), jnp.asarray(barrier)))
+    np.testing.assert_array_equal(isotonic._host_block_starts(y, barrier), want)
+
+
+@pytest.mark.parametrize("implementation", ("host", "pallas"))
+def test_implementations_agree_in_values_and_gradients(implementation):
+  rng = np.random.default_rng(5)
+  n = 17
+  y, barrier = _families(n, rng)
+  z = jnp.asarray(np.sort(y, axis=-1)[:, ::-1] * 4.0)
+  w = jnp.asarray(np.broadcast_to(np.arange(n, 0, -1.0, dtype=np.float32), z.shape))
+  probe = jnp.asarray(rng.normal(size=z.shape).astype(np.float32))
+
+  def objective(z, w, implementation):
+    return jnp.sum(probe * isotonic.project_sorted_permutahedron(
+        z, w, jnp.asarray(barrier), implementation=implementation))
+
+  value_and_grad = jax.value_and_grad(objective, argnums=(0, 1))
+  want_value, want_grads = jax.jit(value_and_grad, static_argnums=2)(z, w, "loop")
+  got_value, got_grads = jax.jit(value_and_grad, static_argnums=2)(z, w, implementation)
+  np.testing.assert_allclose(got_value, want_value, rtol=1e-6)
+  for got, want in zip(got_grads, want_grads):
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_gpu_program_has_no_xla_loop():
+  """Lowered for a GPU, the fast soft rank is loop-free XLA around one Pallas kernel."""
+  from hgrank_jax import ops  # pylint: disable=g-import-not-at-top
+
+  def loss(scores):
+    return jnp.sum(ops.soft_rank(scores, temperature=0.1) * jnp.arange(64.0))
+
+  scores = jnp.zeros((4, 64))
+  if jax.default_backend() == "gpu":
+    # On a GPU machine JAX lowers Pallas for the device it has: inspect the
+    # compiled program instead.
+    compiled = jax.jit(jax.grad(loss)).lower(scores).compile().as_text()
+    assert " while(" not in compiled
+    return
+  gpu = jax.jit(jax.grad(loss)).trace(scores).lower(lowering_platforms=("cuda",)).as_text()
+  assert "stablehlo.while" not in gpu
+  assert "triton" in gpu  # the PAV kernel
+  cpu = jax.jit(jax.grad(loss)).trace(scores).lower(lowering_platforms=("cpu",)).as_text()
+  assert "stablehlo.while" not in cpu and "callback" in cpu  # scipy's PAV on the host
+  loop = jax.jit(jax.grad(lambda s: jnp.sum(ops.soft_rank(
+      s, temperature=0.1, pav_implementation="loop")))).lower(scores).as_text()
+  assert "stablehlo.while" in loop  # the reference really is a loop
+
+
+def test_implementation_is_validated():
+  with pytest.raises(ValueError, match="implementation"):
+    isotonic.isotonic_decreasing(jnp.ones(3), implementation="gpu")

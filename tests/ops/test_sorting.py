@@ -377,3 +377,69 @@ def test_bad_static_arguments_raise():
     ops.soft_permutation(scores, normalise_iters=-1)
   with pytest.raises(ValueError, match="temperature"):
     jax.jit(lambda s, t: ops.soft_rank(s, temperature=t))(scores, 0.5)
+
+
+def _all_eqns(jaxpr):
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for param in eqn.params.values():
+      for inner in (param if isinstance(param, (list, tuple)) else (param,)):
+        inner = getattr(inner, "jaxpr", None)
+        if inner is not None:
+          yield from _all_eqns(getattr(inner, "jaxpr", inner))
+
+
+@pytest.mark.parametrize("method", ("softsort", "neuralsort"))
+def test_normalisation_is_one_scan_without_per_round_matrices(method):
+  """Forward + backward: one scan of normalise_iters rounds, no [iters, n, n] buffer."""
+  n, iters, batch = 48, 7, 3
+
+  def loss(scores):
+    return jnp.sum(ops.soft_rank(scores, method=method, temperature=0.1,
+                                 normalise_iters=iters) * jnp.arange(n))
+
+  jaxpr = jax.make_jaxpr(jax.grad(loss))(jnp.zeros((batch, n)))
+  eqns = list(_all_eqns(jaxpr.jaxpr))
+  scans = [e for e in eqns if e.primitive.name == "scan"]
+  assert {e.params["length"] for e in scans} == {iters}
+  assert len(scans) == 2  # the rounds forward, and their transpose
+  for eqn in eqns:
+    for var in eqn.outvars:
+      shape = tuple(getattr(var.aval, "shape", ()))
+      assert np.prod(shape) < iters * n * n, (eqn.primitive, shape)
+
+
+@pytest.mark.parametrize("implementation", ("host", "pallas"))
+def test_fast_rank_and_gradient_equal_the_loop_reference(implementation):
+  """Soft ranks and their gradients through every PAV implementation, on hard inputs."""
+  rng = np.random.default_rng(2)
+  n = 24
+  rows = np.stack([
+      rng.normal(size=n), np.round(rng.normal(size=n)), np.arange(n, 0, -1.0),
+      np.tile([0.0, 3.0, 1.0, 2.0], n // 4),
+      np.concatenate([np.arange(n // 2, 0, -1.0), np.zeros(n // 2)])]).astype(np.float32)
+  where = np.ones(rows.shape, bool)
+  where[0, -5:] = False
+  probe = jnp.asarray(rng.normal(size=rows.shape).astype(np.float32))
+
+  for temperature in (1.0, 0.1):
+    def loss(scores, impl):
+      return jnp.sum(probe * ops.soft_rank(scores, temperature=temperature, where=where,
+                                           pav_implementation=impl))
+
+    fn = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+    want_value, want_grad = fn(jnp.asarray(rows), "loop")
+    got_value, got_grad = fn(jnp.asarray(rows), implementation)
+    scale = np.abs(rows / temperature).max()
+    np.testing.assert_allclose(got_value, want_value, rtol=1e-5, atol=1e-5 * scale)
+    np.testing.assert_allclose(got_grad, want_grad, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_fast_bfloat16_matches_float32():
+  rng = np.random.default_rng(4)
+  scores = rng.normal(size=(4, 40)).astype(np.float32)
+  want = ops.soft_rank(jnp.asarray(scores), temperature=0.3)
+  got = ops.soft_rank(jnp.asarray(scores, jnp.bfloat16), temperature=0.3)
+  assert got.dtype == jnp.float32
+  # Only the inputs' rounding to bfloat16 (8 bits of mantissa) differs.
+  np.testing.assert_allclose(got, want, atol=0.05 * 40 / 0.3 * 2**-8 * 4)
