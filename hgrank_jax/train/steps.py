@@ -28,8 +28,20 @@ from hgrank_jax.train.sharding import batch_sharding, replicated_sharding
 from hgrank_jax.train.state import Objective
 
 
-def _train_step_fn(objective: Objective, optimizer: optax.GradientTransformation) -> Callable:
-  """The pure ``(state, batch) -> (state, metrics)`` that both jitted forms run."""
+def train_step_fn(objective: Objective, optimizer: optax.GradientTransformation) -> Callable:
+  """The pure ``(state, batch) -> (state, metrics)`` every jitted form runs (one step,
+  a scan of steps, a vmap over seeds); see :func:`make_train_step` for its metrics.
+
+  >>> import jax.numpy as jnp, optax
+  >>> obj = Objective(init=None, predict=None,
+  ...                 loss=lambda p, s, b, r: (jnp.mean((p["w"] - b["x"]) ** 2), (s, {})))
+  >>> opt = optax.sgd(0.5); params = {"w": jnp.zeros(())}
+  >>> state = {"step": jnp.zeros((), jnp.int32), "params": params, "model_state": {},
+  ...          "opt_state": opt.init(params), "rng": jax.random.PRNGKey(0)}
+  >>> state, m = train_step_fn(obj, opt)(state, {"x": jnp.ones(4)})
+  >>> float(state["params"]["w"]), float(m["loss"])
+  (1.0, 1.0)
+  """
 
   def train_step(state, batch):
     step_rng = jax.random.fold_in(state["rng"], state["step"])
@@ -63,7 +75,7 @@ def make_train_step(objective: Objective, optimizer: optax.GradientTransformatio
   A step whose loss or gradients are not finite leaves the parameters unchanged,
   so the loop can stop with the last good state.
   """
-  train_step = _train_step_fn(objective, optimizer)
+  train_step = train_step_fn(objective, optimizer)
   return jax.jit(train_step, in_shardings=(state_sharding, batch_sharding(mesh)),
                  out_shardings=(state_sharding, replicated_sharding(mesh)), donate_argnums=(0,))
 
@@ -124,7 +136,7 @@ def make_multi_step(objective: Objective, optimizer: optax.GradientTransformatio
   >>> int(state["step"]), m["loss"].shape
   (3, (3,))
   """
-  train_step = _train_step_fn(objective, optimizer)
+  train_step = train_step_fn(objective, optimizer)
   replicated = replicated_sharding(mesh)
   rows_sharding = stacked_sharding(mesh)
   one_batch = batch_sharding(mesh)
