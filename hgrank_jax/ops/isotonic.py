@@ -33,16 +33,22 @@ out of the valid entries' blocks, each masked entry forming a block of its own.
 """
 
 import functools
+import importlib
 
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.experimental import pallas as pl
-from jax.experimental.pallas import triton as pallas_triton
 import numpy as np
-from scipy import optimize
 
 IMPLEMENTATIONS = ("auto", "pallas", "host", "loop")
+
+
+@functools.cache
+def _module(name):
+  """Imports Pallas or scipy.optimize on first use: together they add about
+  half a second to importing ``hgrank_jax.ops``, paid even by programs that
+  never run the fast sort."""
+  return importlib.import_module(name)
 
 
 def _check_implementation(implementation):
@@ -136,7 +142,7 @@ def _host_block_starts(y, barrier):
   run_length = n - starts[:, 1:].sum(axis=1)
   for row in np.flatnonzero(one_run & (run_length > 1)):
     m = run_length[row]
-    fit = optimize.isotonic_regression(y[row, :m], increasing=False)
+    fit = _module("scipy.optimize").isotonic_regression(y[row, :m], increasing=False)
     starts[row, fit.blocks[:-1]] = True
     fitted[row, :m] = fit.x
   for row in np.flatnonzero(~one_run):
@@ -144,7 +150,7 @@ def _host_block_starts(y, barrier):
     run_ends = np.append(run_starts[1:], n)
     pooled = run_ends - run_starts > 1  # single positions are blocks already
     for lo, hi in zip(run_starts[pooled], run_ends[pooled]):
-      fit = optimize.isotonic_regression(y[row, lo:hi], increasing=False)
+      fit = _module("scipy.optimize").isotonic_regression(y[row, lo:hi], increasing=False)
       starts[row, lo + fit.blocks[:-1]] = True
       fitted[row, lo:hi] = fit.x
   # scipy pools adjacent blocks of equal mean; PAV that merges only strict
@@ -217,6 +223,8 @@ def _pav_kernel(y_ref, barrier_ref, starts_ref, stack_sum_ref, stack_count_ref,
 
 
 def _block_starts_pallas(y, barrier, interpret=False):
+  pl = _module("jax.experimental.pallas")
+  pallas_triton = _module("jax.experimental.pallas.triton")
   num_rows, n = y.shape
   # Triton blocks need power-of-two sizes; the padding is never read.
   width = max(pl.next_power_of_2(n), 2)

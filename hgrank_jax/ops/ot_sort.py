@@ -25,12 +25,23 @@ defaults do not give:
   padded entries; ``sorting.py`` places the padded items afterwards.
 """
 
+import functools
+import importlib
 import math
 
 import jax
 import jax.numpy as jnp
-from ott.geometry import epsilon_scheduler
-from ott.tools import soft_sort
+
+
+@functools.cache
+def _ott(module):
+  """Imports an ott-jax module on first use.
+
+  ott-jax (with the jaxopt and lineax it pulls in) takes over a second to
+  import, which every user of ``hgrank_jax.ops`` would pay even when no
+  optimal-transport sort runs; it is loaded only when method "ot" is traced.
+  """
+  return importlib.import_module(module)
 
 # Annealing: start epsilon at this many squared target spacings and divide it
 # by 1/decay every Sinkhorn step until it reaches the requested temperature.
@@ -42,7 +53,8 @@ def _epsilon(temperature, num_targets):
   spacing_sq = 1.0 / max(num_targets - 1, 1) ** 2
   target = temperature * spacing_sq
   init = max(_ANNEAL_START / temperature, 1.0)
-  return epsilon_scheduler.Epsilon(target, init=init, decay=_ANNEAL_DECAY)
+  return _ott("ott.geometry.epsilon_scheduler").Epsilon(
+      target, init=init, decay=_ANNEAL_DECAY)
 
 
 def _anneal_steps(temperature):
@@ -92,7 +104,7 @@ def ot_permutation(scores, valid, temperature, *, max_iterations=1000,
     coordinate = coordinate * (num_valid - 1) / max(n - 1, 1)
     source = list_valid / num_valid
     target = (jnp.arange(n) < num_valid) / num_valid
-    out = soft_sort.transport_for_sort(
+    out = _ott("ott.tools.soft_sort").transport_for_sort(
         coordinate, source, target, squashing_fun=lambda z: z,
         epsilon=_epsilon(temperature, n), **sinkhorn_kwargs)
     # Coupling [item, target] carries mass 1/m per valid item. Sinkhorn meets
@@ -124,7 +136,7 @@ def ot_ranks_coarse(scores, valid, temperature, num_targets, *,
     coordinate = _positions_coordinate(list_scores, list_valid)
     source = list_valid / num_valid
     target = jnp.full((num_targets,), 1.0 / num_targets)
-    out = soft_sort.transport_for_sort(
+    out = _ott("ott.tools.soft_sort").transport_for_sort(
         coordinate, source, target, squashing_fun=lambda z: z,
         epsilon=_epsilon(temperature, num_targets), **sinkhorn_kwargs)
     expected_target = out.apply(target_rank, axis=1) * num_valid

@@ -196,11 +196,7 @@ def relaxed_permutation(prep, options):
   method, tau = options.method, options.temperature
   if prep.scores.shape[-1] == 1:
     return hard_permutation(prep)  # a one-item list has nothing to relax
-  # The barrier keeps XLA from constant-folding the support: with no ``where``
-  # the mask is a compile-time constant of B n^2 entries, and evaluating it
-  # (and every select on it in the backward pass) at compile time is what made
-  # SoftSort/NeuralSort gradients take minutes to compile on a GPU.
-  allowed = relaxed.support(jax.lax.optimization_barrier(prep.valid))
+  allowed = relaxed.support(prep.valid)
   if method == "softsort":
     sorted_scores = jnp.take_along_axis(prep.scores, prep.order, axis=-1)
     logits = relaxed.softsort_logits(prep.scores, sorted_scores, tau)
