@@ -14,8 +14,11 @@ a temporary directory and renames it when complete, so a failed or killed save
 never replaces the previous checkpoint, which stays restorable.
 
 Saves can be asynchronous (``Checkpointer(asynchronous=True)``): the state is
-copied on the device, handed to orbax, and written while training goes on. The
-next save, :meth:`Checkpointer.wait` and :meth:`Checkpointer.close` first wait
+copied on the device and written while training goes on, by a writer thread that
+runs orbax's save (one process; its synchronous part, copying to the host and
+laying out the directory, takes tens of milliseconds, hundreds of small steps on
+a GPU) or by orbax's own background write (several processes, whose saves must
+stay in step with the collective calls of training). The next save, :meth:`Checkpointer.wait` and :meth:`Checkpointer.close` first wait
 for it, and a failure raises :class:`CheckpointSaveError` naming the step that
 failed, as a synchronous save would. A process killed mid-write loses only that
 checkpoint: the previous one is still the latest. When saves are requested
@@ -30,6 +33,7 @@ import errno
 import json
 import os
 import pathlib
+import threading
 from typing import Any, Mapping
 
 import jax
@@ -160,6 +164,9 @@ class Checkpointer:
                                            enable_background_delete=asynchronous)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
     self._pending: tuple[int, int | None] | None = None  # (step, last good step before it)
+    self._threaded = asynchronous and jax.process_count() == 1
+    self._thread: threading.Thread | None = None
+    self._thread_error: BaseException | None = None
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -176,6 +183,14 @@ class Checkpointer:
         e.errno, f"could not save the checkpoint of step {step} ({reason}: {e}); {last} once "
         "the problem is fixed.")
 
+  def busy(self) -> bool:
+    """Whether an asynchronous save is still being written."""
+    if self._pending is None:
+      return False
+    if self._threaded:
+      return self._thread is not None and self._thread.is_alive()
+    return self._manager.is_saving_in_progress()
+
   def wait(self) -> None:
     """Waits until the save in progress (if any) is complete on disk.
 
@@ -188,9 +203,27 @@ class Checkpointer:
     step, previous = self._pending
     self._pending = None
     try:
+      if self._thread is not None:
+        self._thread.join()
+        self._thread = None
+        error, self._thread_error = self._thread_error, None
+        if error is not None:
+          raise error
       self._manager.wait_until_finished()
     except OSError as e:
       raise self._error(step, previous, e) from e
+
+  def _write(self, step: int, state: Any, loop_state: Mapping[str, Any]) -> None:
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(dict(loop_state))),
+                       force=True)
+
+  def _write_in_thread(self, step: int, state: Any, loop_state: Mapping[str, Any]) -> None:
+    try:
+      self._write(step, state, loop_state)
+      self._manager.wait_until_finished()
+    except BaseException as e:  # pylint: disable=broad-except
+      self._thread_error = e  # raised by wait(), in the training thread
 
   def save(self, step: int, state: Any, loop_state: Mapping[str, Any], *,
            skip_if_busy: bool = False) -> bool:
@@ -206,17 +239,21 @@ class Checkpointer:
         asynchronous, the previous one did; the message names the failed step
         and the last good checkpoint, which is untouched.
     """
-    if (skip_if_busy and self.asynchronous and self._pending is not None
-        and jax.process_count() == 1 and self._manager.is_saving_in_progress()):
+    if skip_if_busy and self.asynchronous and jax.process_count() == 1 and self.busy():
       return False
     self.wait()
     previous = self._manager.latest_step()
     if self.asynchronous:
-      state = jax.tree.map(jnp.copy, state)
+      state = _copy_on_device(state)
+    if self._threaded:
+      self._pending = (step, previous)
+      self._thread = threading.Thread(target=self._write_in_thread,
+                                      args=(step, state, dict(loop_state)),
+                                      name=f"checkpoint-{step}", daemon=True)
+      self._thread.start()
+      return True
     try:
-      self._manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(dict(loop_state))),
-                         force=True)
+      self._write(step, state, loop_state)
       self._pending = (step, previous)
       if not self.asynchronous:
         self.wait()
@@ -240,6 +277,9 @@ class Checkpointer:
         self.wait()
       except CheckpointSaveError as e:
         failure = e
+    elif self._thread is not None:
+      self._thread.join()
+    self._thread, self._thread_error = None, None
     self._pending = None
     try:
       self._manager.close()  # also waits for orbax's background work
@@ -248,6 +288,13 @@ class Checkpointer:
         raise
     if failure is not None:
       raise failure
+
+
+@jax.jit
+def _copy_on_device(tree: Any) -> Any:
+  """Fresh buffers holding ``tree``, one dispatch: a save in progress must not read
+  buffers the next train step donates."""
+  return jax.tree.map(jnp.copy, tree)
 
 
 def abstract_like(tree: Any) -> Any:

@@ -202,12 +202,14 @@ def test_execution_keys_are_not_part_of_a_runs_identity(tmp_path):
 
 def test_async_skip_skips_periodic_saves_while_busy_but_never_the_interruption(tmp_path,
                                                                                monkeypatch):
-  import orbax.checkpoint as ocp_module  # pylint: disable=g-import-not-at-top
+  from hgrank_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   data = tiny_dataset()
   reference = train_and_evaluate(_config(1, "host"), tmp_path / "ref",
                                  objective=logistic_objective(), dataset=data)
   # The writer is always busy: every periodic save after the first is skipped.
-  monkeypatch.setattr(ocp_module.CheckpointManager, "is_saving_in_progress", lambda self: True)
+  real_busy = ckpt_lib.Checkpointer.busy
+  monkeypatch.setattr(ckpt_lib.Checkpointer, "busy",
+                      lambda self: real_busy(self) or self._pending is not None)
   config = _config(8, "device", "async_skip")
   monkeypatch.setenv(preemption.SELF_SIGNAL_ENV, "SIGTERM@14")
   assert train_and_evaluate(config, tmp_path / "got", objective=logistic_objective(),
