@@ -23,6 +23,8 @@ config's execution defaults (``steps_per_dispatch`` and ``data_placement``
 chosen by backend) unless ``--steps-per-dispatch``/``--placement`` say
 otherwise; ``--host-baseline`` adds the two trainer rows with one host-fed step
 per call (the CPU defaults; the trainer before several steps per dispatch).
+``--checkpoint-mode async_skip`` shows the shipped cadence when a save every 43
+steps is skipped while the previous one is still being written.
 Windows are timed from the ``time`` of the train records in ``metrics.jsonl``,
 which the loop writes after reading the steps' metrics back from the device.
 ``--table1`` adds the wall time of ``python -m launch.reproduce --config
@@ -147,6 +149,8 @@ def main():
                       help="config.steps_per_dispatch for the trainer (-1: the config's)")
   parser.add_argument("--placement", default="",
                       help="config.data_placement for the trainer ('': the config's)")
+  parser.add_argument("--checkpoint-mode", default="",
+                      help="config.checkpoint_mode for the trainer ('': the config's)")
   parser.add_argument("--host-baseline", action="store_true",
                       help="also time the trainer with one host-fed step per call")
   parser.add_argument("--table1", action="store_true",
@@ -183,12 +187,14 @@ def main():
       config.eval_every_steps = 1000
       config.log_every_steps = rare_log
     if execution == "host, 1 step/call":
-      config.steps_per_dispatch, config.data_placement = 1, "host"
+      config.steps_per_dispatch, config.data_placement, config.checkpoint_mode = 1, "host", "sync"
     else:
       if args.steps_per_dispatch >= 0:
         config.steps_per_dispatch = args.steps_per_dispatch
       if args.placement:
         config.data_placement = args.placement
+      if args.checkpoint_mode:
+        config.checkpoint_mode = args.checkpoint_mode
     return config
 
   from hgrank_jax.train.loop import steps_per_dispatch  # pylint: disable=g-import-not-at-top
@@ -213,18 +219,21 @@ def main():
       rows.append({"row": f"{name} [{execution}]", **run, "ratio": run["examples_per_s"] / bare,
                    "steps": int(config.num_train_steps),
                    "steps_per_dispatch": steps_per_dispatch(config, device.platform),
-                   "data_placement": str(config.data_placement), **label})
+                   "data_placement": str(config.data_placement),
+                   "checkpoint_mode": str(config.checkpoint_mode), **label})
   table1 = None
   if args.table1:
     table1 = _table1_quick_seconds(str(scratch / "table1_results"))
 
   print(f"{label['device_kind']} ({label['platform']}), jax {label['jax']}; "
         "configs/kuairand_sig.py:logloss, batch 4096, one device")
-  print("| row | examples/s | trainer / bare | steps (timed) | wall s | steps/dispatch |")
+  print("| row | examples/s | trainer / bare | steps (timed) | wall s | steps/dispatch (data, "
+        "checkpoints) |")
   print("|---|---|---|---|---|---|")
   for r in rows:
     extra = (f"{r['steps']} ({r['timed_steps']}) | {r['wall_s']:.1f} | "
-             f"{r['steps_per_dispatch']} ({r['data_placement']})") if "steps" in r else "| |"
+             f"{r['steps_per_dispatch']} ({r['data_placement']}, {r['checkpoint_mode']})"
+             ) if "steps" in r else "| |"
     print(f"| {r['row']} | {r['examples_per_s']:,.0f} | {r['ratio']:.2f} | {extra} |")
   # The same run fed two ways should end alike (the default within float noise).
   differences = {}
