@@ -80,6 +80,11 @@ class ResidualVQ(nn.Module):
     kmeans_iters: Lloyd iterations of that initialisation.
     init_scale: standard deviation of the random initial codewords.
     seed: seeds the sampling of re-seeded codes when no ``"rvq"`` rng is given.
+    reseed_behind_cond: run the dead-code sampling only on steps with a dead
+      code (a ``lax.cond``: cheaper on a CPU) or on every step (it changes
+      nothing without a dead code; on an accelerator this avoids the branch's
+      round trip to the host). None picks the cond on the CPU backend only.
+      Same results either way.
   """
 
   num_levels: int
@@ -92,6 +97,7 @@ class ResidualVQ(nn.Module):
   kmeans_iters: int = 10
   init_scale: float = 1.0
   seed: int = 0
+  reseed_behind_cond: bool | None = None
 
   def __post_init__(self):
     for name in ("num_levels", "codebook_size"):
@@ -193,13 +199,19 @@ class ResidualVQ(nn.Module):
                   reset_count=self._reset_count()))(
                       books, counts, sums, residuals, jax.random.split(dead_key, L))
 
-        # Most steps have no dead code: skip the sampling then. replace_dead_codes
-        # changes nothing without a dead code, so both branches agree whenever
-        # the cheap one is taken.
-        any_dead = jnp.any(new_counts < self.dead_code_threshold) & any_valid
-        new_books, new_counts, new_sums, dead = jax.lax.cond(
-            any_dead, reseed, lambda b, c, s: (b, c, s, jnp.zeros(c.shape, bool)),
-            new_books, new_counts, new_sums)
+        behind_cond = self.reseed_behind_cond
+        if behind_cond is None:
+          behind_cond = jax.default_backend() == "cpu"
+        if behind_cond:
+          # Most steps have no dead code: skip the sampling then. replace_dead_codes
+          # changes nothing without a dead code, so both branches agree whenever
+          # the cheap one is taken.
+          any_dead = jnp.any(new_counts < self.dead_code_threshold) & any_valid
+          new_books, new_counts, new_sums, dead = jax.lax.cond(
+              any_dead, reseed, lambda b, c, s: (b, c, s, jnp.zeros(c.shape, bool)),
+              new_books, new_counts, new_sums)
+        else:
+          new_books, new_counts, new_sums, dead = reseed(new_books, new_counts, new_sums)
       codebook.value, ema_count.value, ema_sum.value = new_books, new_counts, new_sums
       initialized.value = initialized.value | any_valid
       step.value = step.value + 1

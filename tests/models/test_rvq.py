@@ -109,9 +109,11 @@ def test_one_ema_step_matches_hand_computation():
   np.testing.assert_allclose(out.quantized[:3], codebook[0][[0, 0, 1]], atol=1e-6)
 
 
-def test_dead_codes_are_reseeded_from_batch_with_consistent_statistics():
+@pytest.mark.parametrize("behind_cond", [True, False])  # CPU default; accelerator default
+def test_dead_codes_are_reseeded_from_batch_with_consistent_statistics(behind_cond):
   module = ResidualVQ(num_levels=2, codebook_size=4, decay=0.5, dead_code_threshold=1.0,
-                      dead_code_reset_count=2.0, kmeans_init=False)
+                      dead_code_reset_count=2.0, kmeans_init=False,
+                      reseed_behind_cond=behind_cond)
   rng = np.random.default_rng(1)
   x = rng.normal(size=(12, 3)).astype(np.float32)
   where = np.ones(12, bool)
@@ -165,6 +167,28 @@ def test_straight_through_jacobian_is_identity():
   _, reconstruction = numpy_cascade(np.asarray(x), variables[RVQ_COLLECTION]["codebook"])
   np.testing.assert_allclose(quantized, reconstruction, atol=1e-5)
   assert np.abs(np.asarray(quantized - x)).max() > 1e-3
+
+
+@pytest.mark.parametrize("dead_count", [0.1, 10.0])  # a dead code at every level; none
+def test_reseeding_on_every_step_equals_reseeding_behind_a_cond(dead_count):
+  x = jnp.asarray(np.random.default_rng(4).normal(size=(16, 3)), jnp.float32)
+  where = jnp.asarray(np.arange(16) % 5 != 0)
+  states = []
+  for behind_cond in (True, False):
+    module = ResidualVQ(num_levels=2, codebook_size=3, decay=0.5, kmeans_init=False,
+                        reseed_behind_cond=behind_cond)
+    variables = init(module, x)
+    books = np.array(variables[RVQ_COLLECTION]["codebook"])
+    books[:, 2] = 100.0  # far away: no row picks code 2, so only its count decides
+    counts = np.full((2, 3), 10.0, np.float32)
+    counts[:, 2] = dead_count
+    variables = with_state(variables, codebook=books, ema_count=counts,
+                           ema_sum=books * counts[..., None])
+    out, new = run(module, variables, x, where, mutable=True)
+    states.append((jax.tree.map(np.asarray, new[RVQ_COLLECTION]), np.asarray(out.codes)))
+  reseeded = np.abs(states[0][0]["codebook"][:, 2]).max() < 50
+  assert reseeded == (dead_count < 1)
+  jax.tree.map(np.testing.assert_array_equal, states[0], states[1])
 
 
 def test_masked_rows_do_not_update_codebooks():
