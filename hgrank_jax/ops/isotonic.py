@@ -154,16 +154,21 @@ def _host_block_starts(y, barrier):
       starts[row, lo + fit.blocks[:-1]] = True
       fitted[row, lo:hi] = fit.x
   # scipy pools adjacent blocks of equal mean; PAV that merges only strict
-  # violators keeps them apart. Such a block splits exactly where its prefix
-  # has the block's mean (checked exhaustively against "loop" in the tests).
-  # In floating point that equality can only hold for exactly representable
-  # sums, which is exactly where the two rules can differ.
-  positions = np.arange(n)
-  block_start = np.maximum.accumulate(np.where(starts, positions, 0), axis=1)
-  prefix = np.concatenate([np.zeros((y.shape[0], 1)), np.cumsum(y, axis=1)], axis=1)
-  length = positions - block_start
-  prefix_sum = prefix[:, :n] - np.take_along_axis(prefix, block_start, axis=1)
-  starts |= (length > 0) & (prefix_sum == fitted * length)
+  # violators keeps them apart. A block of sum S and length L splits after
+  # position j where its prefix has the block's mean, compared cross-multiplied
+  # as PAV compares means: prefix_sum * L == S * prefix_length. In floating
+  # point that can only hold where the sums are exact, which is exactly where
+  # two means can be equal. Checked exhaustively against "loop" in the tests.
+  flat_starts = np.flatnonzero(starts)
+  lengths = np.diff(np.append(flat_starts, y.size))
+  running = np.cumsum(y.ravel())
+  before = np.concatenate([[0.0], running[flat_starts[1:] - 1]])
+  block_sum = np.append(before[1:], running[-1]) - before
+  prefix_sum = running - np.repeat(before, lengths)
+  prefix_length = np.arange(1, y.size + 1) - np.repeat(flat_starts, lengths)
+  exact = (prefix_sum * np.repeat(lengths, lengths)
+           == np.repeat(block_sum, lengths) * prefix_length).reshape(y.shape)
+  starts[:, 1:] |= exact[:, :-1]
   return starts.reshape(shape)
 
 
