@@ -66,16 +66,24 @@ def _assert_same_run(a, b, atol=1e-6, kinds=("train", "eval")):
         assert y[key] == pytest.approx(value, abs=atol), (kind, key)
 
 
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory):
+  """The reference: one host-fed step per call, synchronous saves (the CPU defaults)."""
+  workdir = tmp_path_factory.mktemp("one_step") / "run"
+  results = train_and_evaluate(_config(1, "host"), workdir, objective=logistic_objective(),
+                               dataset=tiny_dataset())
+  return workdir, results
+
+
 @pytest.mark.parametrize("steps_per_dispatch,placement,mode", [
     (8, "host", "sync"), (8, "device", "async"), (1, "device", "sync"), (64, "device", "sync")])
-def test_steps_per_dispatch_and_placement_give_the_one_step_run(tmp_path, steps_per_dispatch,
-                                                                placement, mode):
-  data = tiny_dataset()
-  reference = train_and_evaluate(_config(1, "host"), tmp_path / "ref",
-                                 objective=logistic_objective(), dataset=data)
+def test_steps_per_dispatch_and_placement_give_the_one_step_run(tmp_path, one_step_run,
+                                                                steps_per_dispatch, placement,
+                                                                mode):
+  reference_dir, reference = one_step_run
   got = train_and_evaluate(_config(steps_per_dispatch, placement, mode), tmp_path / "got",
-                           objective=logistic_objective(), dataset=data)
-  _assert_same_run(tmp_path / "ref", tmp_path / "got")
+                           objective=logistic_objective(), dataset=tiny_dataset())
+  _assert_same_run(reference_dir, tmp_path / "got")
   assert got["best_step"] == reference["best_step"] and got["steps"] == reference["steps"]
   for split in ("valid", "test"):
     for key, value in reference[split].items():
@@ -200,12 +208,11 @@ def test_execution_keys_are_not_part_of_a_runs_identity(tmp_path):
   prepare_workdir(tmp_path, other.to_dict())  # a run may resume on another backend
 
 
-def test_async_skip_skips_periodic_saves_while_busy_but_never_the_interruption(tmp_path,
-                                                                               monkeypatch):
+def test_async_skip_skips_periodic_saves_while_busy_but_never_the_interruption(
+    tmp_path, monkeypatch, one_step_run):
   from hgrank_jax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   data = tiny_dataset()
-  reference = train_and_evaluate(_config(1, "host"), tmp_path / "ref",
-                                 objective=logistic_objective(), dataset=data)
+  reference_dir, reference = one_step_run
   # The writer is always busy: every periodic save after the first is skipped.
   real_busy = ckpt_lib.Checkpointer.busy
   monkeypatch.setattr(ckpt_lib.Checkpointer, "busy",
@@ -222,6 +229,6 @@ def test_async_skip_skips_periodic_saves_while_busy_but_never_the_interruption(t
   assert got["best_step"] == reference["best_step"]
   for split in ("valid", "test"):
     assert got[split] == pytest.approx(reference[split], abs=1e-6)
-  _, ref_state, _ = _checkpoints(tmp_path / "ref")
+  _, ref_state, _ = _checkpoints(reference_dir)
   for x, y in zip(jax.tree.leaves(ref_state), jax.tree.leaves(state)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-6)
