@@ -1,8 +1,9 @@
 r"""Layer 2 blending experiment: calibration, multipliers, shading, pacing, governance.
 
-Full run (about 3 minutes on 2 CPU cores), writing results/blend/:
+Full run (about 3 minutes on 2 CPU cores), writing runs/blend/ (ignored by git;
+``--workdir results/blend`` regenerates the committed tables instead):
 
-  python -m launch.blend --config configs/blend.py --workdir results/blend
+  python -m launch.blend --config configs/blend.py
 
 Small run for a laptop or CI (a few seconds of traffic):
 

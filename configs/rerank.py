@@ -1,9 +1,12 @@
 r"""Layer 3 reranking comparison on the simulator's request lists (or official KuaiRand logs).
 
-  python -m launch.rerank --config configs/rerank.py --workdir results/rerank
+  python -m launch.rerank --config configs/rerank.py                  # writes runs/rerank/
   python -m launch.rerank --config configs/rerank.py:runlocal --workdir /tmp/rerank
-  python -m launch.rerank --config configs/rerank.py:kuairand --workdir results/rerank_kuairand \
+  python -m launch.rerank --config configs/rerank.py:kuairand --workdir runs/rerank_kuairand \
       --config.kuairand.manual_dir=/path/to/KuaiRand-1K/data
+
+``--workdir results/rerank`` regenerates the committed table; without it, results
+go to runs/ (ignored by git) and the checkout stays as it was.
 
 Every reranker turns the n = 50 candidates of a request (sorted by the
 simulator's imperfect initial ranker) into a final list of k = 10 under the

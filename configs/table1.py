@@ -11,12 +11,19 @@ Datasets: kuairand_sig (default), simulator, simulator_profiled (no position bia
 an observed user profile in the user tower; see configs/simulator.py),
 kuairand_pure, taobao_ad, movielens.
 Variants: core (LogLoss, ListCE and GroupCE only, 5 seeds at default
-hyperparameters, Table 1 and 2, written to results/<dataset>_core/),
-quick (2 seeds, no grid, Tables 1 and 2 only, written to
-results/<dataset>_quick/: about 7 minutes on 2 CPU cores), runlocal (seconds; for tests). Every row's hyperparameters are chosen on
+hyperparameters, Tables 1 and 2, in <dataset>_core/), quick (2 seeds, no grid,
+Tables 1 and 2 only, in <dataset>_quick/: about 7 minutes on 2 CPU cores),
+runlocal (seconds; for tests). Every row's hyperparameters are chosen on
 validation GAUC with seed 0 from the declared grid; the test split is never used
-for a choice. Finished runs are cached under results/<dataset>/runs by config
-hash, so an interrupted reproduction continues where it stopped.
+for a choice.
+
+Where files go: tables and plots into ``<results_dir>/<name>/`` with
+``results_dir = "runs"`` by default, a folder that ``.gitignore`` keeps out of
+the checkout, so a run never rewrites the committed tables. The committed
+``results/`` tables are regenerated on purpose, with the same command plus
+``--config.results_dir=results``. Finished runs are cached under
+``<results_dir>/<name>/runs`` (ignored by git in both places) by config hash, so
+an interrupted reproduction continues where it stopped.
 """
 
 import os
@@ -63,8 +70,8 @@ def get_config(arg=None):
   config.name = name
   config.command_config = f"configs/table1.py:{arg or name}"
   config.train = train
-  config.results_dir = "results"
-  config.runs_dir = ""               # "" -> results/<name>/runs
+  config.results_dir = "runs"        # outside the tracked tree; "results" regenerates the committed tables
+  config.runs_dir = ""               # "" -> <results_dir>/<name>/runs
   config.num_seeds = 5
   config.selection_metric = "gauc"
   config.tables = ("table1", "table3", "figure4")

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The README's main job: installs hgrank_jax into .venv (first run only), prints a
 # summary of the bundled KuaiRand subset, and reproduces the paper's Table 1 on it
-# at the quick size (2 seeds, fixed hyperparameters; about 10 minutes on 2 CPU
-# cores), printing the table at the end. Results go to results/kuairand_sig/;
-# rerunning reuses finished runs. Extra arguments go to launch.reproduce, e.g.
+# at the quick size (2 seeds, fixed hyperparameters; about 7 minutes on 2 CPU
+# cores), printing the tables and, at the end, the folder they were written to:
+# runs/kuairand_sig_quick/, which git ignores, so the checkout stays as it was.
+# Rerunning reuses finished runs. Extra arguments go to launch.reproduce, e.g.
 #   bash launch/quickstart.sh --config.num_seeds=5
+#   bash launch/quickstart.sh --config.results_dir=results   # regenerate the committed tables
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source launch/ensure_venv.sh

@@ -1,7 +1,9 @@
 """The paper's experiments (seed 002, section 6): Tables 1-3 and Figure 4 from one config.
 
 ``reproduce(config)`` trains (or reuses) every run a table needs, chooses each
-row's hyperparameters on validation, and writes ``<results_dir>/<dataset>/``:
+row's hyperparameters on validation, writes ``<results_dir>/<name>/`` (``runs/``
+by default, outside the tracked tree; see configs/table1.py) and ends by printing
+that folder:
 ``table1.{md,csv,json}`` (test LogLoss/AUC/GAUC, mean ± std over seeds, paired
 difference to LogLoss with a 95% interval), ``table2.*`` (the same runs on cold
 users, 1-20 training rows, and warm users, 21-50; users with more rows are
@@ -26,6 +28,7 @@ import numpy as np
 
 from hgrank_jax.data import load_dataset, user_activity_groups
 from hgrank_jax.data.stats import COLD_MAX_TRAIN_ROWS, WARM_MAX_TRAIN_ROWS
+from hgrank_jax.data.synthetic import build_world, config_for_view
 from hgrank_jax.experiments import mechanisms, report
 from hgrank_jax.experiments import runs as runs_lib
 from hgrank_jax.experiments.tables import METRICS, Row, run_row, summarise
@@ -52,8 +55,6 @@ def _user_groups(dataset):
 
 def _simulator_codes_report(base, dataset, rows, out_dir, log):
   """On the simulator: NMI of each GroupCE run's code prefixes against the true clusters."""
-  from hgrank_jax.data.synthetic import build_world, config_for_view  # pylint: disable=g-import-not-at-top
-  from hgrank_jax.experiments.mechanisms import simulator_code_report  # pylint: disable=g-import-not-at-top
   view = base.dataset.partition(":")[2] or "small"
   world = build_world(config_for_view(view, seed=int(base.split_seed)))
   reports = []
@@ -61,7 +62,7 @@ def _simulator_codes_report(base, dataset, rows, out_dir, log):
     if row["key"] != "groupce":
       continue
     for run in row["runs"]:
-      report = simulator_code_report(run["workdir"], dataset, world.user_cluster)
+      report = mechanisms.simulator_code_report(run["workdir"], dataset, world.user_cluster)
       reports.append({"seed": run["seed"], **report})
   lines = ["| seed | level | NMI(code prefix, true cluster) | codes used / K | prefixes used | "
            "true clusters |", "|---|---|---|---|---|---|"]
@@ -215,4 +216,17 @@ def reproduce(config: ml_collections.ConfigDict, *,
     (out_dir / "figure4.json").write_text(json.dumps({"cells": cells}, indent=2))
     log(md)
     summaries["figure4"] = gauc.tolist()
+  log(where_written(out_dir, runs_dir))
   return summaries
+
+
+def where_written(out_dir: pathlib.Path, runs_dir: pathlib.Path) -> str:
+  """The closing lines of a reproduction: the folder of tables and plots, and of the runs.
+
+  Example: ``where_written(Path("runs/kuairand_sig_quick"), Path("runs/kuairand_sig_quick/runs"))``
+  -> "Tables and plots written to /abs/runs/kuairand_sig_quick/: table1.md, ...".
+  """
+  files = sorted(p.name for p in pathlib.Path(out_dir).iterdir() if p.is_file())
+  return (f"Tables and plots written to {pathlib.Path(out_dir).resolve()}/: {', '.join(files)}\n"
+          f"Training runs (checkpoints, metrics; reused when rerun) in "
+          f"{pathlib.Path(runs_dir).resolve()}/")
