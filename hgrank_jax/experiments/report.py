@@ -1,4 +1,8 @@
-"""Renders summarised tables as markdown, CSV and JSON, and heatmaps as PNG."""
+"""Renders summarised tables as markdown, CSV and JSON, and heatmaps as PNG.
+
+Markdown cells are rounded to 4 decimals (more only where an interval's bounds
+would otherwise print equal); CSV and JSON keep full precision.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,42 @@ import math
 import pathlib
 from typing import Any, Mapping, Sequence
 
+from hgrank_jax.experiments.tables import MIN_SEEDS_FOR_INTERVAL
+
 
 def _fmt(value: float, digits: int = 4) -> str:
   return "nan" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _metric_label(metric: str) -> str:
+  return "LogLoss" if metric == "logloss" else metric.upper()
+
+
+def _interval(low: float, high: float, n: int) -> str:
+  """``[low, high]`` with as many decimals (4 to 6) as it takes to tell them apart."""
+  if not (math.isfinite(low) and math.isfinite(high)):
+    return f"[n/a ({n} seed{'s' if n != 1 else ''})]"
+  digits = 4
+  while digits < 6 and _fmt(low, digits) == _fmt(high, digits):
+    digits += 1
+  return f"[{_fmt(low, digits)}, {_fmt(high, digits)}]"
+
+
+def table_header(metrics: Sequence[str], reference_name: str) -> list[str]:
+  """The column names of :func:`markdown_table`, e.g. ["row", "seeds", "GAUC", "ΔGAUC vs A [...]"]."""
+  return (["row", "seeds"] + [_metric_label(m) for m in metrics]
+          + [f"Δ{_metric_label(m)} vs {reference_name} [95% t CI over ≥{MIN_SEEDS_FOR_INTERVAL} "
+             "seeds]" for m in metrics])
+
+
 def markdown_table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str],
                    reference_name: str) -> str:
-  """Mean ± std per metric, and the paired difference to the reference with its 95% CI."""
-  header = ["row", "seeds"] + [m.upper() if m != "logloss" else "LogLoss" for m in metrics] + [
-      f"Δ{m.upper() if m != 'logloss' else 'LogLoss'} vs {reference_name} [95% CI]" for m in metrics]
+  """Mean ± std per metric, and the paired difference to the reference with its 95% CI.
+
+  Rows come from ``tables.summarise``; a difference whose interval is NaN (fewer
+  than 3 paired seeds) prints as ``+0.0014 [n/a (2 seeds)]``.
+  """
+  header = table_header(metrics, reference_name)
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for e in table:
     cells = [e["name"], str(e["seeds"])]
@@ -26,8 +56,8 @@ def markdown_table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str],
       if e["name"] == reference_name:
         cells.append("—")
       else:
-        cells.append(f"{e[f'{m}_diff_mean']:+.4f} [{_fmt(e[f'{m}_diff_low'])}, "
-                     f"{_fmt(e[f'{m}_diff_high'])}]")
+        cells.append(f"{e[f'{m}_diff_mean']:+.4f} "
+                     + _interval(e[f"{m}_diff_low"], e[f"{m}_diff_high"], e[f"{m}_diff_n"]))
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 

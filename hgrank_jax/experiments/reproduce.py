@@ -31,7 +31,7 @@ from hgrank_jax.data.stats import COLD_MAX_TRAIN_ROWS, WARM_MAX_TRAIN_ROWS
 from hgrank_jax.data.synthetic import build_world, config_for_view
 from hgrank_jax.experiments import mechanisms, report
 from hgrank_jax.experiments import runs as runs_lib
-from hgrank_jax.experiments.tables import METRICS, Row, run_row, summarise
+from hgrank_jax.experiments.tables import METRICS, MIN_SEEDS_FOR_INTERVAL, Row, run_row, summarise
 from hgrank_jax.train.evaluation import classification_metrics
 from hgrank_jax.train.loop import PREDICTIONS_FILE
 from hgrank_jax.train.writers import read_metrics
@@ -126,8 +126,13 @@ def reproduce(config: ml_collections.ConfigDict, *,
   out_dir = pathlib.Path(config.results_dir) / config.name
   runs_dir = pathlib.Path(config.runs_dir or out_dir / "runs")
   seeds = list(range(int(config.num_seeds)))
-  notes = [f"dataset {dataset.name}, {len(seeds)} seeds, hyperparameters chosen on validation "
-           f"{config.selection_metric} with seed 0; paired 95% t intervals over seeds.",
+  interval_note = ("paired 95% t intervals over seeds" if len(seeds) >= MIN_SEEDS_FOR_INTERVAL
+                   else f"no intervals: {len(seeds)} seeds give a t interval too unstable to "
+                   f"read (rerun with --config.num_seeds={MIN_SEEDS_FOR_INTERVAL} or more)")
+  tuned = any(r.grid for r in config.table1_rows)
+  notes = [f"dataset {dataset.name}, {len(seeds)} seeds, "
+           + (f"hyperparameters chosen on validation {config.selection_metric} with seed 0"
+              if tuned else "default hyperparameters (no tuning)") + f"; {interval_note}.",
            f"command: python -m launch.reproduce --config {config.command_config}"]
   summaries: dict[str, Any] = {}
 
@@ -165,13 +170,15 @@ def reproduce(config: ml_collections.ConfigDict, *,
     activity = user_activity_groups(dataset)
     sizes = {g: {"test_rows": int(m.sum()), "users": activity[g]["test_users"]}
              for g, m in groups.items()}
-    md2 = "\n\n".join(
-        f"## {g} users ({sizes[g]['users']} users, {sizes[g]['test_rows']} test rows)\n\n"
-        + report.markdown_table(t, METRICS, reference["name"]) for g, t in table2.items())
-    (out_dir / "table2.md").write_text(
-        f"# Table 2 on {dataset.name}: cold (1-{COLD_MAX_TRAIN_ROWS} training rows) and warm "
-        f"({COLD_MAX_TRAIN_ROWS + 1}-{WARM_MAX_TRAIN_ROWS}) users; users with more are excluded\n\n"
-        + md2 + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    md2 = (f"# Table 2 on {dataset.name}: cold (1-{COLD_MAX_TRAIN_ROWS} training rows) and warm "
+           f"({COLD_MAX_TRAIN_ROWS + 1}-{WARM_MAX_TRAIN_ROWS}) users; users with more are "
+           "excluded\n\n"
+           + "\n\n".join(
+               f"## {g} users ({sizes[g]['users']} users, {sizes[g]['test_rows']} test rows)\n\n"
+               + report.markdown_table(t, METRICS, reference["name"])
+               for g, t in table2.items())
+           + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    (out_dir / "table2.md").write_text(md2)
     (out_dir / "table2.json").write_text(json.dumps({"groups": sizes, "tables": table2}, indent=2))
     log(md2)
     summaries["table2"] = table2

@@ -6,7 +6,10 @@ point is trained with the first seed and the point with the best validation
 metric is kept (the test split is never looked at for any choice); that point is
 then trained with every seed. Rows are summarised by the mean and standard
 deviation over seeds of the test metrics, and compared with a reference row by
-the paired difference over seeds with a two-sided 95% t interval.
+the paired difference over seeds with a two-sided 95% t interval. With fewer than
+``MIN_SEEDS_FOR_INTERVAL`` (3) seeds no interval is given: a t interval from two
+differences has one degree of freedom, so it is either very wide (t = 12.7) or,
+when the two differences happen to agree, shrinks to almost nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from hgrank_jax.train.checkpoint import flatten_dict as flatten
 
 METRICS = ("logloss", "auc", "gauc")
 HIGHER_IS_BETTER = {"logloss": False, "auc": True, "gauc": True}
+MIN_SEEDS_FOR_INTERVAL = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,40 +62,59 @@ def paired_interval(differences: Sequence[float], confidence: float = 0.95) -> d
   return {"mean": mean, "low": mean - half, "high": mean + half, "n": int(len(d))}
 
 
+def _describe(point: Mapping[str, Any]) -> str:
+  """``{"learning_rate": 0.003, "hgr.num_levels": 2}`` -> "learning_rate=0.003, hgr.num_levels=2"."""
+  return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                   for k, v in sorted(point.items())) or "defaults"
+
+
 def run_row(base, row: Row, seeds: Sequence[int], runs_dir, *, dataset=None,
             selection_metric: str = "gauc", log: Callable[[str], None] = print) -> dict[str, Any]:
   """Selects the row's grid point on validation with ``seeds[0]``, then trains every seed."""
   points = row.grid_points()
   fixed = flatten(row.overrides)
   selection = []
-  for i, point in enumerate(points):
-    config = runs_lib.with_overrides(base, {**fixed, **point, "seed": seeds[0]})
-    log(f"[{row.name}] selection {i + 1}/{len(points)} {point or ''}")
-    result = runs_lib.run(config, runs_dir, row.key, dataset=dataset)
-    selection.append({"point": point, "valid": result["valid"][selection_metric],
-                      "workdir": result["workdir"]})
-  sign = 1.0 if HIGHER_IS_BETTER.get(selection_metric, True) else -1.0
-  scores = [sign * s["valid"] if np.isfinite(s["valid"]) else -np.inf for s in selection]
-  chosen = points[int(np.argmax(scores))]
+  chosen = points[0]
+  if len(points) > 1:  # with one point there is nothing to choose: its run is the first seed's
+    for i, point in enumerate(points):
+      config = runs_lib.with_overrides(base, {**fixed, **point, "seed": seeds[0]})
+      log(f"[{row.name}] tuning on validation {selection_metric} with seed {seeds[0]}: "
+          f"setting {i + 1} of {len(points)}, {_describe(point)}")
+      result = runs_lib.run(config, runs_dir, row.key, dataset=dataset)
+      selection.append({"point": point, "valid": result["valid"][selection_metric],
+                        "workdir": result["workdir"]})
+    sign = 1.0 if HIGHER_IS_BETTER.get(selection_metric, True) else -1.0
+    scores = [sign * s["valid"] if np.isfinite(s["valid"]) else -np.inf for s in selection]
+    best = int(np.argmax(scores))
+    chosen = points[best]
+    log(f"[{row.name}] chose {_describe(chosen)} "
+        f"(validation {selection_metric} {selection[best]['valid']:.4f})")
   per_seed = []
   for j, seed in enumerate(seeds):
     config = runs_lib.with_overrides(base, {**fixed, **chosen, "seed": seed})
-    log(f"[{row.name}] seed {j + 1}/{len(seeds)} (seed={seed}) {chosen or ''}")
+    log(f"[{row.name}] training seed {seed} ({j + 1} of {len(seeds)})"
+        + (f", {_describe(chosen)}" if chosen else ""))
     result = runs_lib.run(config, runs_dir, row.key, dataset=dataset)
     per_seed.append({"seed": seed, "valid": result["valid"], "test": result["test"],
                      "best_step": result["best_step"], "workdir": result["workdir"]})
+  if not selection:
+    selection = [{"point": chosen, "valid": per_seed[0]["valid"][selection_metric],
+                  "workdir": per_seed[0]["workdir"]}]
   return {"key": row.key, "name": row.name, "chosen": chosen, "selection": selection,
           "runs": per_seed}
 
 
 def summarise(rows: Sequence[Mapping[str, Any]], reference_key: str,
               metrics: Sequence[str] = METRICS, split: str = "test",
-              value_fn: Callable[[Mapping[str, Any]], Mapping[str, float]] | None = None
-              ) -> list[dict[str, Any]]:
+              value_fn: Callable[[Mapping[str, Any]], Mapping[str, float]] | None = None,
+              min_seeds: int = MIN_SEEDS_FOR_INTERVAL) -> list[dict[str, Any]]:
   """Mean/std per metric and the paired difference to ``reference_key`` per row.
 
   ``value_fn(run) -> {metric: value}`` overrides where values come from (e.g. a
-  subset of test rows for Table 2); by default ``run[split]``.
+  subset of test rows for Table 2); by default ``run[split]``. Each entry holds
+  ``<metric>_{mean,std}`` and ``<metric>_diff_{mean,low,high,n}``: the paired
+  difference over the seeds both rows share and its 95% t interval, whose bounds
+  are NaN when fewer than ``min_seeds`` seeds are paired (see the module text).
   """
   value_fn = value_fn or (lambda run: run[split])
   values = {r["key"]: {run["seed"]: value_fn(run) for run in r["runs"]} for r in rows}
@@ -110,6 +133,8 @@ def summarise(rows: Sequence[Mapping[str, Any]], reference_key: str,
       diffs = [values[r["key"]][s][metric] - reference[s][metric] for s in common]
       interval = paired_interval(diffs) if diffs else {"mean": float("nan"), "low": float("nan"),
                                                        "high": float("nan"), "n": 0}
+      if interval["n"] < min_seeds:
+        interval["low"] = interval["high"] = float("nan")
       for k, val in interval.items():
         entry[f"{metric}_diff_{k}"] = val
     table.append(entry)

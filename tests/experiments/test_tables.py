@@ -46,6 +46,32 @@ def test_summarise_pairs_runs_by_seed():
   assert "| B | 3 | 0.6200 ± 0.0173 | +0.0100 [" in md
 
 
+def test_fewer_than_three_seeds_give_no_interval():
+  # Two paired seeds: a t interval with one degree of freedom is not printed.
+  def runs(values):
+    return [{"seed": s, "test": {"logloss": v, "auc": v, "gauc": v}} for s, v in enumerate(values)]
+  rows = [{"key": "a", "name": "A", "runs": runs([0.60, 0.62])},
+          {"key": "b", "name": "B", "runs": runs([0.61, 0.6302])}]
+  b = summarise(rows, "a")[1]
+  assert b["gauc_diff_mean"] == pytest.approx(0.0101) and b["gauc_diff_n"] == 2
+  assert np.isnan(b["gauc_diff_low"]) and np.isnan(b["gauc_diff_high"])
+  md = markdown_table(summarise(rows, "a"), ["gauc"], "A")
+  assert "ΔGAUC vs A [95% t CI over ≥3 seeds]" in md.splitlines()[0]
+  assert "| B | 2 | 0.6201 ± 0.0143 | +0.0101 [n/a (2 seeds)] |" in md
+  # min_seeds=2 restores the t interval, equal to scipy's.
+  low, high = stats.t.interval(0.95, 1, loc=0.0101, scale=stats.sem([0.01, 0.0102]))
+  b2 = summarise(rows, "a", min_seeds=2)[1]
+  assert b2["gauc_diff_low"] == pytest.approx(low) and b2["gauc_diff_high"] == pytest.approx(high)
+
+
+def test_narrow_intervals_print_enough_decimals():
+  # Bounds that agree to 4 decimals get more, so an interval never prints as [x, x].
+  entry = {"name": "B", "seeds": 3, "gauc_mean": 0.6, "gauc_std": 0.0, "gauc_diff_mean": -0.0001,
+           "gauc_diff_low": -0.000112, "gauc_diff_high": -0.000088, "gauc_diff_n": 3}
+  md = markdown_table([entry], ["gauc"], "A")
+  assert "-0.0001 [-0.00011, -0.00009]" in md
+
+
 def test_grid_points_and_overrides():
   row = Row("r", "R", grid={"learning_rate": [1, 2], "hgr": {"num_levels": [3, 4]}})
   assert row.grid_points() == [{"hgr.num_levels": 3, "learning_rate": 1},
