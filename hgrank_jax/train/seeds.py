@@ -11,13 +11,19 @@ own early stopping, and its own best-on-validation weights; a seed that has
 stopped is frozen by a mask (its state no longer changes) while the others go on,
 so every seed ends where its sequential run would, up to float reassociation.
 
-It is an in-memory program: nothing is checkpointed, and an interrupted call
-starts again. Preemptible runs, and runs whose results are cached per workdir,
-train seed by seed with :func:`hgrank_jax.train.loop.train_and_evaluate`.
+Given one workdir per seed, it leaves in each what a finished
+:func:`hgrank_jax.train.loop.train_and_evaluate` run leaves (``config.json``,
+``metrics.jsonl``, ``predictions.npz``, ``results.json`` and a checkpoint of the
+seed's last step), so ``train_and_evaluate`` on that workdir returns the saved
+results without training, and cached reproductions read them as usual. It does
+not checkpoint while it trains: an interrupted call starts again; preemptible
+runs train seed by seed with ``train_and_evaluate``.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Sequence
 
 import jax
@@ -26,13 +32,16 @@ import ml_collections
 import numpy as np
 
 from hgrank_jax.data import ArrayBatcher, Dataset, chunks, load_dataset
+from hgrank_jax.train import checkpoint as ckpt_lib
 from hgrank_jax.train.early_stopping import EarlyStopping
 from hgrank_jax.train.evaluation import METRIC_MODES, DeviceSplit, classification_metrics
-from hgrank_jax.train.loop import steps_per_dispatch, validate_config
+from hgrank_jax.train.loop import (PREDICTIONS_FILE, RESULTS_FILE, steps_per_dispatch,
+                                   validate_config)
 from hgrank_jax.train.objectives import build_objective
 from hgrank_jax.train.sharding import batch_sharding, data_mesh
 from hgrank_jax.train.state import Objective, init_train_state, make_optimizer
 from hgrank_jax.train.steps import train_step_fn
+from hgrank_jax.train.writers import MetricsWriter
 
 
 def _stack_rows(batchers: Sequence[ArrayBatcher], n: int):
@@ -45,9 +54,15 @@ def _stack_rows(batchers: Sequence[ArrayBatcher], n: int):
   return jnp.asarray(np.stack(rows)), jnp.asarray(np.stack(masks))
 
 
+def _seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.seed = seed
+  return out
+
+
 def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int], *,
-                objective: Objective | None = None,
-                dataset: Dataset | None = None) -> list[dict[str, Any]]:
+                objective: Objective | None = None, dataset: Dataset | None = None,
+                workdirs: Sequence[str | os.PathLike] | None = None) -> list[dict[str, Any]]:
   """Trains ``config`` once per seed in one vmapped program; returns one result per seed.
 
   For seed :math:`s`, step :math:`t` updates :math:`\\theta_s` only while seed
@@ -65,6 +80,8 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int], *,
     seeds: the seeds, e.g. ``range(5)``.
     objective: overrides the objective built from ``config``.
     dataset: overrides ``load_dataset(config.dataset, seed=config.split_seed)``.
+    workdirs: optional, one new directory per seed, left as a finished
+      ``train_and_evaluate`` run of ``config`` with that seed.
 
   Returns:
     One dict per seed, in order: ``{"seed", "best_step", "steps", "stopped_early",
@@ -74,6 +91,8 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int], *,
 
   Raises:
     FloatingPointError: a seed's loss or gradient was not finite (seed and step named).
+    ValueError: a workdir already holds checkpoints (resume it with
+      ``train_and_evaluate``), or was made by another config.
 
   >>> from tests.train.helpers import logistic_objective, loop_config, tiny_dataset
   >>> out = train_seeds(loop_config(num_train_steps=10), [0, 1],
@@ -85,6 +104,16 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int], *,
   seeds = [int(s) for s in seeds]
   if not seeds:
     raise ValueError("train_seeds: no seeds given")
+  if workdirs is not None:
+    if len(workdirs) != len(seeds):
+      raise ValueError(f"train_seeds: {len(seeds)} seeds but {len(workdirs)} workdirs")
+    workdirs = [ckpt_lib.prepare_workdir(w, _seed_config(config, s).to_dict())
+                for w, s in zip(workdirs, seeds)]
+    for workdir in workdirs:
+      if (workdir / ckpt_lib.CHECKPOINT_DIR).exists() and any(
+          (workdir / ckpt_lib.CHECKPOINT_DIR).iterdir()):
+        raise ValueError(f"train_seeds: {workdir} already holds checkpoints; resume it with "
+                         "train_and_evaluate, or use a new workdir")
   mesh = data_mesh(jax.devices()[:1])
   if dataset is None:
     options = {"manual_dir": config.manual_dir} if config.get("manual_dir") else {}
@@ -133,33 +162,52 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int], *,
   early = [EarlyStopping(metric, METRIC_MODES[metric], int(config.early_stopping.patience),
                          float(config.early_stopping.get("min_delta", 0.0))) for _ in seeds]
   stopped_at = [None] * len(seeds)
+  data_at_stop: list[dict | None] = [None] * len(seeds)
   evals: list[list] = [[] for _ in seeds]
+  writers = [MetricsWriter(w, resume_step=None) for w in workdirs] if workdirs else []
+  since_log: list[list] = [[] for _ in seeds]  # per seed: per-step metrics since its last log
   total, every = int(config.num_train_steps), int(config.eval_every_steps)
+  log_every = int(config.log_every_steps)
   per_dispatch = steps_per_dispatch(config, mesh.devices.flat[0].platform)
   step = 0
   while step < total and any(s is None for s in stopped_at):
-    n = min(per_dispatch, (step // every + 1) * every - step, total - step)
-    active = jnp.asarray([s is None for s in stopped_at])
+    n = min(per_dispatch, (step // every + 1) * every - step,
+            (step // log_every + 1) * log_every - step, total - step)
+    active = [s is None for s in stopped_at]
     rows, mask = _stack_rows(batchers, n)
-    state, metrics = run(state, active, rows, mask)
+    state, metrics = run(state, jnp.asarray(active), rows, mask)
     step += n
-    finite = np.asarray(metrics["finite"])  # [n, S]
+    host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}  # each [n, S]
     for i, seed in enumerate(seeds):
-      bad = np.flatnonzero((finite[:, i] < 1.0) & (stopped_at[i] is None))
+      if not active[i]:
+        continue
+      bad = np.flatnonzero(host["finite"][:, i] < 1.0)
       if bad.size:
         raise FloatingPointError(f"non-finite loss or gradient for seed {seed} at step "
                                  f"{step - n + int(bad[0]) + 1}; stopping")
-    if step % every and step != total:
+      since_log[i] += [{k: float(v[j, i]) for k, v in host.items()} for j in range(n)]
+    evaluate_now = step % every == 0 or step == total
+    for i in range(len(seeds)):
+      if writers and active[i] and (step % log_every == 0 or evaluate_now):
+        records = since_log[i]
+        writers[i].write("train", step, {k: float(np.mean([r[k] for r in records]))
+                                         for k in records[0]})
+        since_log[i] = []
+    if not evaluate_now:
       continue
     improved = np.zeros(len(seeds), bool)
     for i in range(len(seeds)):
-      if stopped_at[i] is not None:
+      if not active[i]:
         continue
       valid = splits["valid"].metrics(pick(state["params"], i), pick(state["model_state"], i))
       improved[i] = early[i].update(valid[metric], step)
       evals[i].append((step, valid))
+      if writers:
+        writers[i].write("eval", step, {**{f"valid_{k}": v for k, v in valid.items()},
+                                        "best_step": early[i].best_step,
+                                        f"best_valid_{metric}": early[i].best_value})
       if early[i].stopped:
-        stopped_at[i] = step
+        stopped_at[i], data_at_stop[i] = step, batchers[i].get_state()
     if improved.any():
       state = keep_best(state, jnp.asarray(improved))
 
@@ -173,6 +221,25 @@ def train_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int], *,
       out["predictions"][name] = logits
       groups = columns[spec.user_field] if spec.user_field else None
       out[name] = classification_metrics(logits, columns[spec.label], groups)
+    if workdirs:
+      _write_finished_run(workdirs[i], writers[i], out, pick(state, i),
+                          {"data": data_at_stop[i] or batchers[i].get_state(),
+                           "early_stopping": early[i].to_dict()}, metric)
     results.append(out)
   return results
+
+
+def _write_finished_run(workdir, writer, out, state, loop_state, metric) -> None:
+  """What a finished train_and_evaluate run leaves: its last checkpoint, the final
+  metrics record, predictions.npz and, last (it marks the run finished), results.json."""
+  checkpointer = ckpt_lib.Checkpointer(workdir)
+  checkpointer.save(out["steps"], state, loop_state)
+  checkpointer.close()
+  np.savez_compressed(workdir / PREDICTIONS_FILE, **out["predictions"])
+  writer.write("final", out["steps"], {f"{s}_{k}": v for s in ("valid", "test")
+                                       for k, v in out[s].items()})
+  results = {"best_step": out["best_step"], "steps": out["steps"],
+             "stopped_early": out["stopped_early"], "checkpoint_step": out["steps"],
+             "watched_metric": metric, "valid": out["valid"], "test": out["test"]}
+  (workdir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
 

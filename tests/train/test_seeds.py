@@ -11,6 +11,8 @@ import pytest
 from hgrank_jax.data import load_dataset
 from hgrank_jax.train.loop import train_and_evaluate
 from hgrank_jax.train.seeds import train_seeds
+from hgrank_jax.train.state import Objective
+from hgrank_jax.train.writers import read_metrics
 from tests.train.helpers import logistic_objective, loop_config, tiny_dataset
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -34,16 +36,38 @@ def test_vmapped_seeds_stop_and_score_like_sequential_seeds(tmp_path):
   config = loop_config(**overrides)
   config.steps_per_dispatch = 4
   seeds = [0, 1, 2]
-  vmapped = train_seeds(config, seeds, objective=logistic_objective(), dataset=data)
+  workdirs = [tmp_path / f"vmapped{seed}" for seed in seeds]
+  vmapped = train_seeds(config, seeds, objective=logistic_objective(), dataset=data,
+                        workdirs=workdirs)
   assert len({r["steps"] for r in vmapped}) > 1  # the seeds really stopped apart
-  for result in vmapped:
-    sequential = train_and_evaluate(loop_config(seed=result["seed"], **overrides),
-                                    tmp_path / str(result["seed"]),
-                                    objective=logistic_objective(), dataset=data)
+  for result, workdir in zip(vmapped, workdirs):
+    seed_config = loop_config(seed=result["seed"], **overrides)
+    sequential_dir = tmp_path / f"sequential{result['seed']}"
+    sequential = train_and_evaluate(seed_config, sequential_dir, objective=logistic_objective(),
+                                    dataset=data)
     _assert_like_sequential(result, sequential)
     np.testing.assert_allclose(result["predictions"]["test"],
-                               np.load(tmp_path / str(result["seed"]) / "predictions.npz")["test"],
-                               atol=1e-5)
+                               np.load(sequential_dir / "predictions.npz")["test"], atol=1e-5)
+    # The workdir reads as a finished sequential run: train_and_evaluate returns its
+    # results without training, and its records match the sequential run's.
+    cached = train_and_evaluate(seed_config, workdir, objective=_never_trained(), dataset=data)
+    _assert_like_sequential(cached, sequential)
+    for kind in ("train", "eval", "final"):
+      got, want = read_metrics(workdir, kind), read_metrics(sequential_dir, kind)
+      assert [r["step"] for r in got] == [r["step"] for r in want], kind
+      for a, b in zip(got, want):
+        for key, value in b.items():
+          if key != "time":
+            assert a[key] == pytest.approx(value, abs=1e-3), (kind, key)
+
+
+def _never_trained():
+  base = logistic_objective()
+
+  def init(rng, batch):
+    raise AssertionError("a finished workdir was trained again")
+
+  return Objective(init=init, loss=base.loss, predict=base.predict, name="spy")
 
 
 def _kuairand_config(variant):
