@@ -5,11 +5,12 @@ logit is ``s = main(e_u, e_i)``; the user embedding is quantised by a
 :class:`~hgrank_jax.models.rvq.ResidualVQ` into ``e_u^q`` (straight-through) and
 hierarchical codes; the auxiliary logit is ``s^q = main(e_u^q, stop_gradient(e_i))``
 with the main network's parameters also behind ``stop_gradient`` by default, so
-that only the user tower learns from the auxiliary loss. Both logits come from
-one application of the main network to the ``2n`` rows ``[e_u; e_u^q]``; by
-default its dense layers then take their parameter gradients from the first
-``n`` rows only (:func:`primary_rows_dense`), which is the same gradient as
-two passes with the second one's parameters frozen. :func:`hgr_loss` is
+that only the user tower learns from the auxiliary loss. On accelerators both
+logits come from one application of the main network to the ``2n`` rows
+``[e_u; e_u^q]``, whose dense layers then take their parameter gradients from
+the first ``n`` rows only (:func:`primary_rows_dense`): the same gradient as
+two passes with the second one's parameters frozen, which is what runs on the
+CPU (``HGRModel.batched_aux``). :func:`hgr_loss` is
 Eq. 10: ``logloss(s) + lambda * logloss(s^q) + group_ce(s, codes, log_sigma)``;
 with ``lambda = 0`` the auxiliary pass is skipped (``with_aux=False``). At
 serving only ``s`` is used (:meth:`HGRModel.serve`), without the bias tower.
@@ -230,7 +231,7 @@ class HGRModel(nn.Module):
         group_ids=quantized.group_ids)
 
   def _primary_and_auxiliary(self, user, quantized_user, item, context, train):
-    """``main(e_u, e_i)`` and ``main(e_u^q, sg(e_i))`` from one pass over ``2n`` rows.
+    """``main(e_u, e_i)`` and ``main(e_u^q, sg(e_i))``: one pass over ``2n`` rows, or two.
 
     The auxiliary rows see the item and context embeddings behind
     ``stop_gradient`` (paper Sec. 5: only the user tower learns from the
