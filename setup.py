@@ -48,9 +48,12 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0 (code); bundled KuaiRand-derived data CC BY-SA 4.0",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["hgrank_jax", "hgrank_jax.*"]),
-    package_data={"hgrank_jax.data": ["bundled/*/*.txt", "bundled/*/*.md"]},
-    include_package_data=True,
+    # Namespace discovery lists the bundled-data folders (no __init__.py) as packages
+    # too, so their files ship as package data without setuptools' "absent from the
+    # packages configuration" warnings.
+    packages=setuptools.find_namespace_packages(include=["hgrank_jax", "hgrank_jax.*"],
+                                                exclude=["*.__pycache__"]),
+    package_data={"hgrank_jax.data.bundled.kuairand_sig": ["*.txt", "*.md"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
 )

@@ -5,6 +5,22 @@
 #   bash tests/run.sh tests/data -x
 # pytest exits 5 when it collects no test; that counts as a failure here.
 set -uo pipefail
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+  cat <<'USAGE'
+usage: bash tests/run.sh [PYTEST ARGUMENTS...]
+
+Installs hgrank_jax[test] into .venv (first run only; PYTHON=/path/to/python3.10+
+picks the interpreter, HGRANK_VENV another location) and runs pytest on tests/.
+Every argument goes to pytest:
+  bash tests/run.sh                       # the whole suite
+  bash tests/run.sh -m "not slow"         # the fast subset (tests under 20 s)
+  bash tests/run.sh tests/data -x         # one folder, stop at the first failure
+  bash tests/run.sh -- --help             # pytest's own help
+Exits with pytest's status; collecting no test counts as a failure.
+USAGE
+  exit 0
+fi
+[ "${1:-}" = "--" ] && shift
 cd "$(dirname "$0")/.."
 source launch/ensure_venv.sh test || exit 1
 python -m pytest "$@"
