@@ -2,11 +2,23 @@ r"""The hierarchical simulator (``synthetic`` dataset): known user clusters driv
 
   python -m launch.train --config configs/simulator.py --workdir /tmp/hgrank/sim_logloss
   python -m launch.train --config configs/simulator.py:groupce --workdir /tmp/hgrank/sim_groupce
+  python -m launch.train --config configs/simulator.py:example --workdir /tmp/hgrank/sim_example
   python -m launch.train --config configs/simulator.py:runlocal,groupce --workdir /tmp/hgrank/sim_rl
   python -m launch.train --config configs/simulator.py:profiled,groupce --workdir /tmp/hgrank/sim_prof
 
 Variants as in configs/kuairand_sig.py (logloss, pairwise, softmax, listce, jrc,
-groupce, runlocal); the dataset size is ``config.dataset`` ("synthetic:tiny",
+groupce, runlocal), plus ``example``. Two small sizes, for different purposes:
+
+- ``runlocal`` is a smoke run for tests (20 steps of 256 rows, a few seconds):
+  it checks that everything runs, resumes and writes its files. 5,000 rows cannot
+  teach 5,000 item embeddings anything, so its metrics sit at chance (test GAUC
+  0.47-0.48 here); do not read them.
+- ``example`` is the smallest run that learns (100 steps of 1,024 rows, about
+  0.7 of an epoch, learning rate 3e-3; under a minute of training on 2 CPU cores):
+  test GAUC about 0.60 against 0.5 for chance and 0.61 for the full 3,000-step
+  config, whose early stopping keeps the best epoch.
+
+The dataset size is ``config.dataset`` ("synthetic:tiny",
 "synthetic:small" (default, 200k rows), "synthetic:default" (2M), "synthetic:large").
 The logged position feeds the bias tower only (seed 004): used in training,
 dropped at serving. The ``profiled`` variant trains on "synthetic:profiled": the same
@@ -32,4 +44,12 @@ def get_config(arg=None):
   config.log_every_steps = 35
   # The profiled logs have no position bias, so no bias tower either.
   config.model.bias_features = () if profiled else ("position",)
-  return common.apply_variants(config, ",".join(v for v in variants if v != "profiled") or None)
+  if "example" in variants:
+    config.batch_size = 1024
+    config.num_train_steps = 100
+    config.eval_every_steps = 25
+    config.log_every_steps = 25
+    config.learning_rate = 3e-3
+    config.model.hidden_layers = (32, 16)
+  return common.apply_variants(
+      config, ",".join(v for v in variants if v not in ("profiled", "example")) or None)
