@@ -40,6 +40,8 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from hgrank_jax.ops import stable_order
+
 IMPLEMENTATIONS = ("auto", "pallas", "host", "loop")
 
 
@@ -114,10 +116,10 @@ def _block_starts_loop(y, barrier):
     next_index = jnp.where(push, next_index + 1, next_index)
     return sums, counts, starts, top, next_index
 
-  init = (jnp.zeros_like(y), jnp.ones_like(y),
-          jnp.zeros((num_rows, n), jnp.int32),
-          jnp.full((num_rows,), -1, jnp.int32),
-          jnp.zeros((num_rows,), jnp.int32))
+  # Built from y so that, inside shard_map, the carry varies as y does.
+  row_zeros = jnp.zeros_like(y[:, 0], dtype=jnp.int32)
+  init = (jnp.zeros_like(y), jnp.ones_like(y), jnp.zeros_like(y, dtype=jnp.int32),
+          row_zeros - 1, row_zeros)
   _, _, starts, top, _ = lax.while_loop(cond, body, init)
   live = jnp.arange(n)[None, :] <= top[:, None]
   return jnp.zeros((num_rows, n), bool).at[
@@ -173,9 +175,12 @@ def _host_block_starts(y, barrier):
 
 
 def _block_starts_host(y, barrier):
-  return jax.pure_callback(
-      _host_block_starts, jax.ShapeDtypeStruct(y.shape, jnp.bool_), y, barrier,
+  starts = jax.pure_callback(
+      _host_block_starts, stable_order.result_like(y, jnp.bool_), y, barrier,
       vmap_method="broadcast_all")
+  # Inside shard_map a callback's result is typed as varying only along some
+  # axes; or-ing with a mask made from y types it exactly as y (and is free).
+  return starts | jnp.zeros_like(y, dtype=bool)
 
 
 # --- "pallas": one GPU program per list ---------------------------------------
@@ -235,7 +240,7 @@ def _block_starts_pallas(y, barrier, interpret=False):
   width = max(pl.next_power_of_2(n), 2)
   pad = ((0, 0), (0, width - n))
   row = pl.BlockSpec((None, width), lambda r: (r, 0))
-  shapes = [jax.ShapeDtypeStruct((num_rows, width), dtype)
+  shapes = [stable_order.result_like(y, dtype, (num_rows, width))
             for dtype in (jnp.int32, y.dtype, y.dtype, jnp.int32, jnp.int32)]
   starts = pl.pallas_call(
       functools.partial(_pav_kernel, n=n), grid=(num_rows,),

@@ -38,8 +38,21 @@ def _host_order(key):
   return order.reshape(key.shape), inverse.reshape(key.shape)
 
 
+def result_like(x, dtype, shape=None):
+  """``ShapeDtypeStruct`` (``x``'s shape by default) for a callback's or kernel's result.
+
+  Inside ``shard_map`` the result must say along which mesh axes it varies;
+  it varies as its input ``x`` does.
+  """
+  shape = x.shape if shape is None else shape
+  manual_axis_type = getattr(jax.typeof(x), "manual_axis_type", None)
+  if manual_axis_type is None:
+    return jax.ShapeDtypeStruct(shape, dtype)
+  return jax.ShapeDtypeStruct(shape, dtype, manual_axis_type=manual_axis_type)
+
+
 def _host(key):
-  shape = jax.ShapeDtypeStruct(key.shape, jnp.int32)
+  shape = result_like(key, jnp.int32)
   return jax.pure_callback(_host_order, (shape, shape), key, vmap_method="broadcast_all")
 
 

@@ -237,3 +237,21 @@ def test_gpu_program_has_no_xla_loop():
 def test_implementation_is_validated():
   with pytest.raises(ValueError, match="implementation"):
     isotonic.isotonic_decreasing(jnp.ones(3), implementation="gpu")
+
+
+def test_fast_rank_inside_shard_map_and_on_sharded_input():
+  """The host callbacks run per shard under shard_map and on sharded jit inputs."""
+  from hgrank_jax import ops  # pylint: disable=g-import-not-at-top
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+  devices = jax.devices()
+  mesh = Mesh(np.array(devices), ("data",))
+  rng = np.random.default_rng(8)
+  scores = jnp.asarray(rng.normal(size=(2 * len(devices), 9)).astype(np.float32))
+  want = ops.soft_rank(scores, temperature=0.2)
+  per_shard = jax.jit(jax.shard_map(
+      lambda s: ops.soft_rank(s, temperature=0.2), mesh=mesh,
+      in_specs=PartitionSpec("data"), out_specs=PartitionSpec("data")))(scores)
+  np.testing.assert_allclose(per_shard, want, atol=1e-6)
+  sharded = jax.device_put(scores, NamedSharding(mesh, PartitionSpec("data")))
+  np.testing.assert_allclose(jax.jit(lambda s: ops.soft_rank(s, temperature=0.2))(sharded),
+                             want, atol=1e-6)
