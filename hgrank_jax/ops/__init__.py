@@ -4,9 +4,11 @@
 ``soft_sort``, ``soft_topk_mask``) with methods softsort, neuralsort, ot, fast
 and hard; ``exposure`` turns them into expected per-category counts in the top
 k. The kernels live in ``isotonic`` (PAV and permutahedron projection),
-``fast_sort``, ``relaxed`` (dense matrices) and ``ot_sort`` (ott-jax).
-``segments`` holds O(n) segment reductions and dense group ids by sorting, used
-by the list and group-wise losses.
+``fast_sort``, ``relaxed`` (dense matrices) and ``ot_sort`` (ott-jax);
+``stable_order`` is the hard stable argsort they share (numpy on CPU).
+``segments`` holds O(n) segment reductions and ``group_ids`` the group ids
+(counted into a table for small integer keys, by sorting otherwise), used by
+the list and group-wise losses.
 """
 
 from hgrank_jax.ops.exposure import soft_category_exposure
