@@ -1,9 +1,12 @@
-r"""Reproduces the paper's tables on one dataset and writes results/<dataset>/.
+r"""Reproduces the paper's tables on one dataset into runs/<name>/ and prints where.
 
   python -m launch.reproduce --config configs/table1.py[:dataset[,quick|,runlocal]]
+  python -m launch.reproduce --config configs/table1.py:kuairand_sig,quick \
+      --config.results_dir=results        # regenerate the committed results/kuairand_sig_quick/
 
-Finished runs are reused and interrupted ones resumed, so rerunning the same
-command continues where it stopped. See configs/table1.py for the variants.
+runs/ is ignored by git, so a reproduction leaves the checkout as it was. Finished
+runs are reused and interrupted ones resumed, so rerunning the same command
+continues where it stopped. See configs/table1.py for the variants.
 """
 
 from absl import app, flags, logging
