@@ -52,6 +52,38 @@ class EarlyStopping:
         self.stopped = True
     return improved
 
+  def last_step_without_gain(self, last_eval_step: int, eval_every: int, max_step: int) -> int:
+    """The step where training stops if the watched metric does not improve again.
+
+    For an honest ETA: the run cannot end later than this unless a coming
+    evaluation sets a new best, and never later than ``max_step``.
+
+    Args:
+      last_eval_step: the step of the latest evaluation passed to :meth:`update`
+        (or, before any, the step training starts from).
+      eval_every: steps between evaluations.
+      max_step: the step cap (``num_train_steps``).
+
+    Before any evaluation the next one counts as the first best (a finite value
+    always improves on none), so the window starts there.
+
+    >>> early = EarlyStopping("gauc", patience=3)
+    >>> early.last_step_without_gain(0, 10, 1000)  # first best at 10, then 3 more evaluations
+    40
+    >>> _ = early.update(0.6, 10), early.update(0.59, 20)
+    >>> early.last_step_without_gain(20, 10, 1000), early.last_step_without_gain(20, 10, 30)
+    (40, 30)
+    """
+    if self.stopped:
+      return min(last_eval_step, max_step)
+    if not self.patience:
+      return max_step
+    if self.best_value is None and self.evals_since_best == 0:
+      stop = last_eval_step + (1 + self.patience) * eval_every
+    else:
+      stop = last_eval_step + (self.patience - self.evals_since_best) * eval_every
+    return min(stop, max_step)
+
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 

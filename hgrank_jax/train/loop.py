@@ -15,6 +15,9 @@ checkpoint (waiting until it is on disk) and returns ``{"interrupted_at": step}`
 complete checkpoint (:mod:`~hgrank_jax.train.preemption`). With
 ``config.checkpoint_mode`` "async" ("auto" on GPU/TPU) saves are written while
 training goes on; a failed one still raises naming its step.
+The console (:class:`~hgrank_jax.train.writers.Progress`) gives an ETA to the
+step where early stopping would end the run, says when it does, and can label
+each line with the run's place in a larger job (``context``).
 Data comes from memory (``config.data_source = "memory"``, the default) or is
 streamed from array_record blocks (``"streaming"`` with ``config.data_path``).
 
@@ -54,7 +57,7 @@ from hgrank_jax.train.evaluation import (METRIC_MODES, DeviceSplit, classificati
 from hgrank_jax.train.sharding import check_batch_divisible, data_mesh, replicated_sharding
 from hgrank_jax.train.state import Objective, init_train_state, make_optimizer
 from hgrank_jax.train.steps import make_multi_step, make_predict_step, make_train_step
-from hgrank_jax.train.writers import MetricsWriter, Progress
+from hgrank_jax.train.writers import MetricsWriter, Progress, RunContext, summary_line
 
 DATA_SOURCES = ("memory", "streaming")
 # The host waits for dispatch k - MAX_STEPS_IN_FLIGHT before dispatching more:
@@ -238,7 +241,8 @@ def _mean_metrics(records: list[Mapping[str, Any]]) -> dict[str, float]:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                        objective: Objective | None = None, dataset: Dataset | None = None,
-                       stop_after_step: int | None = None) -> dict[str, Any]:
+                       stop_after_step: int | None = None,
+                       context: RunContext | None = None) -> dict[str, Any]:
   """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint) and evaluates.
 
   Args:
@@ -254,6 +258,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       ``manual_dir=config.manual_dir`` for official datasets); memory source only.
     stop_after_step: save a checkpoint after this step and return (a test hook
       that simulates an interruption).
+    context: the run's place in a larger job, for the console only: e.g.
+      ``RunContext(label="run 3/12", title="LogLoss + ListCE, seed 1",
+      job_started_at=t0)`` prints a header line, prefixes every line with
+      ``[run 3/12]`` and adds the job's elapsed time (``t0 = time.time()`` when
+      the job started).
 
   Returns:
     ``{"valid": {...}, "test": {...}, "best_step", "steps", "stopped_early"}``
@@ -274,7 +283,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   check_batch_divisible(config.batch_size, mesh)
   check_batch_divisible(config.eval_batch_size, mesh)
   is_chief = jax.process_index() == 0
-  log = print if is_chief else (lambda *args, **kwargs: None)
+  total = int(config.num_train_steps)
+  progress = Progress(total, config.batch_size, eval_every_steps=int(config.eval_every_steps),
+                      context=context, enabled=is_chief)
+  log = progress.log
+  progress.header(workdir)
 
   results_path = workdir / RESULTS_FILE
   mesh_platform = mesh.devices.flat[0].platform
@@ -285,6 +298,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     results = json.loads(results_path.read_text())
     if results.get("checkpoint_step") == latest:
       log(f"{workdir} holds a finished run (step {latest}); returning its results.")
+      log(summary_line(results, total))
       checkpointer.close()
       return results
 
@@ -329,13 +343,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   on_device = {s: DeviceSplit(objective.predict, columns, data.spec, int(config.eval_batch_size),
                               mesh) for s, columns in (("valid", data.valid), ("test", data.test))
                } if resident else {}
-  total = int(config.num_train_steps)
   checkpoint_every = int(config.get("checkpoint_every_steps", 0))
   per_dispatch = steps_per_dispatch(config, mesh_platform)
   log(f"Data: {data.placement} ({data.placement_reason}); {per_dispatch} step(s) per dispatch; "
       f"{'asynchronous' if checkpointer.asynchronous else 'synchronous'} checkpoints.")
   step = int(jax.device_get(state["step"]))
-  progress = Progress(total, config.batch_size, start_step=step, enabled=is_chief)
+  progress.start(step)
   pending: list[dict[str, Any]] = []  # one metrics dict per dispatch, still on the device
   last_saved = latest
 
@@ -396,7 +409,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     check_finite(host)
     summary = _mean_metrics(host)
     writer.write("train", step, summary)
-    progress.report(step, summary["loss"])
+    progress.report(step, summary["loss"], early)
     pending.clear()
 
   with preemption.PreemptionGuard() as guard:
@@ -426,10 +439,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         writer.write("eval", step, {**{f"valid_{k}": v for k, v in valid.items()},
                                     "best_step": early.best_step,
                                     f"best_valid_{early.metric}": early.best_value})
-        log(f"  eval step {step}: " + "  ".join(f"{k} {v:.5f}" for k, v in valid.items()
-                                                if isinstance(v, float))
-            + f"  (best {early.metric} {early.best_value} at step {early.best_step})")
+        progress.evaluated(step, valid, early)
         save(periodic=not stop_here)
+        if early.stopped:
+          progress.stopped_early(step, early)
+        progress.resume_timing(step)
       elif checkpoint_every and step % checkpoint_every == 0:
         save(periodic=not stop_here)
       if stop_here:
@@ -469,8 +483,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if is_chief:
       results_path.write_text(json.dumps(results, indent=2))
     checkpointer.close()
-    log(f"Best step {early.best_step}: test " + "  ".join(
-        f"{k} {v:.5f}" for k, v in results["test"].items() if isinstance(v, float)))
+    progress.finished(results)
     return results
 
 
