@@ -2,7 +2,7 @@ r"""Runs the Layer 3 reranking comparison and writes its table.
 
   python -m launch.rerank --config configs/rerank.py                  # into runs/rerank/
   python -m launch.rerank --config configs/rerank.py:runlocal --workdir /tmp/rerank
-  python -m launch.rerank --config configs/rerank.py --workdir results/rerank   # the committed table
+  python -m launch.rerank --config configs/rerank.py --workdir results/rerank  # committed table
 
 Writes rerank.md, rerank.csv, rerank.json and pareto.png into --workdir (see
 hgrank_jax/rerank/experiment.py for the rows and columns) and prints the table and

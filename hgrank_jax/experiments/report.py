@@ -34,7 +34,11 @@ def _interval(low: float, high: float, n: int) -> str:
 
 
 def table_header(metrics: Sequence[str], reference_name: str) -> list[str]:
-  """The column names of :func:`markdown_table`, e.g. ["row", "seeds", "GAUC", "ΔGAUC vs A [...]"]."""
+  """The column names of :func:`markdown_table`.
+
+  Example: ``table_header(["gauc"], "A")`` -> ["row", "seeds", "GAUC",
+  "ΔGAUC vs A [95% t CI over ≥3 seeds]"].
+  """
   return (["row", "seeds"] + [_metric_label(m) for m in metrics]
           + [f"Δ{_metric_label(m)} vs {reference_name} [95% t CI over ≥{MIN_SEEDS_FOR_INTERVAL} "
              "seeds]" for m in metrics])

@@ -63,7 +63,8 @@ def paired_interval(differences: Sequence[float], confidence: float = 0.95) -> d
 
 
 def _describe(point: Mapping[str, Any]) -> str:
-  """``{"learning_rate": 0.003, "hgr.num_levels": 2}`` -> "learning_rate=0.003, hgr.num_levels=2"."""
+  """A grid point for the log: ``{"learning_rate": 0.003, "hgr.num_levels": 2}`` ->
+  "hgr.num_levels=2, learning_rate=0.003"."""
   return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                    for k, v in sorted(point.items())) or "defaults"
 
