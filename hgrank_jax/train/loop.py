@@ -451,8 +451,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
           save()
         checkpointer.close()
         if preempted and (is_chief or guard.requested):
-          print(f"Interrupted by {guard.requested or 'another process'} at step {step}: saved a "
-                f"checkpoint in {workdir}. Rerun the same command to resume.", flush=True)
+          # Every process that caught the signal says so, not only process 0.
+          message = (f"Interrupted by {guard.requested or 'another process'} at step {step}: "
+                     f"saved a checkpoint in {workdir}. Rerun the same command to resume.")
+          if is_chief:
+            log(message)
+          else:
+            print(message, flush=True)
         return {"interrupted_at": step}
 
     if last_saved != step:
