@@ -6,6 +6,7 @@ A copy of the working tree's tracked files is committed into a fresh repository;
 the run prints the folder its tables went to.
 """
 
+import ast
 import os
 import pathlib
 import shutil
@@ -55,3 +56,26 @@ def test_reproduce_leaves_checkout_clean_and_prints_where(tmp_path):
   assert (out / "table1.md").is_file() and (out / "table2.md").is_file()
   assert f"Tables and plots written to {out.resolve()}/" in result.stdout
   assert _git(clone, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+def _workdir_default(launcher: pathlib.Path) -> str:
+  """The default of ``flags.DEFINE_string("workdir", DEFAULT, ...)`` in a launcher's source."""
+  for node in ast.walk(ast.parse(launcher.read_text())):
+    if (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "DEFINE_string"
+        and node.args and getattr(node.args[0], "value", None) == "workdir"):
+      return node.args[1].value
+  raise AssertionError(f"{launcher} defines no --workdir")
+
+
+def test_every_default_output_folder_is_ignored_by_git():
+  sys.path.insert(0, str(ROOT / "configs"))
+  import table1  # pylint: disable=g-import-not-at-top
+  config = table1.get_config("kuairand_sig,quick")
+  outputs = [f"{config.results_dir}/{config.name}/table1.md",
+             f"{config.results_dir}/{config.name}/runs/logloss-0/results.json"]
+  outputs += [f"{_workdir_default(ROOT / 'launch' / f'{name}.py')}/table.md"
+              for name in ("rerank", "blend")]
+  for path in outputs:
+    assert not path.startswith("results/"), path
+    ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT, timeout=60)
+    assert ignored.returncode == 0, f"{path} would show up in git status"
