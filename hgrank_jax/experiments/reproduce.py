@@ -31,7 +31,8 @@ from hgrank_jax.data.stats import COLD_MAX_TRAIN_ROWS, WARM_MAX_TRAIN_ROWS
 from hgrank_jax.data.synthetic import build_world, config_for_view
 from hgrank_jax.experiments import mechanisms, report
 from hgrank_jax.experiments import runs as runs_lib
-from hgrank_jax.experiments.tables import METRICS, MIN_SEEDS_FOR_INTERVAL, Row, run_row, summarise
+from hgrank_jax.experiments.tables import (METRICS, MIN_SEEDS_FOR_INTERVAL, Row, run_row,
+                                           runs_in_row, summarise)
 from hgrank_jax.train.evaluation import classification_metrics
 from hgrank_jax.train.loop import PREDICTIONS_FILE
 from hgrank_jax.train.writers import read_metrics
@@ -135,10 +136,16 @@ def reproduce(config: ml_collections.ConfigDict, *,
               if tuned else "default hyperparameters (no tuning)") + f"; {interval_note}.",
            f"command: python -m launch.reproduce --config {config.command_config}"]
   summaries: dict[str, Any] = {}
+  total = sum(runs_in_row(row, len(seeds)) for name in ("table1", "table3")
+              if name in config.tables for row in _rows(config[f"{name}_rows"]))
+  if "figure4" in config.tables:
+    total += (len(config.figure4.codebook_sizes) * len(config.figure4.levels)
+              * len(seeds[:int(config.figure4.num_seeds)]))
+  job = runs_lib.Job(total=total)
 
   if "table1" in config.tables:
     rows = [run_row(base, row, seeds, runs_dir, dataset=dataset,
-                    selection_metric=config.selection_metric, log=log)
+                    selection_metric=config.selection_metric, log=log, job=job)
             for row in _rows(config.table1_rows)]
     reference = rows[0]
     table = summarise(rows, reference["key"])
@@ -187,7 +194,7 @@ def reproduce(config: ml_collections.ConfigDict, *,
 
   if "table3" in config.tables:
     rows = [run_row(base, row, seeds, runs_dir, dataset=dataset,
-                    selection_metric=config.selection_metric, log=log)
+                    selection_metric=config.selection_metric, log=log, job=job)
             for row in _rows(config.table3_rows)]
     table = summarise(rows, rows[0]["key"])
     md = report.write_table(out_dir / "table3", table, METRICS, rows[0]["name"],
@@ -205,11 +212,11 @@ def reproduce(config: ml_collections.ConfigDict, *,
       for j, size in enumerate(sizes):
         values = []
         for seed in seeds[:int(config.figure4.num_seeds)]:
-          log(f"[Figure 4] L={num_levels} K={size} seed={seed}")
           cfg = runs_lib.with_overrides(fixed, {"hgr.num_levels": num_levels,
                                                 "hgr.codebook_size": size, "seed": seed})
+          context = job.context(f"Figure 4, GroupCE with L={num_levels}, K={size}, seed {seed}")
           values.append(runs_lib.run(cfg, runs_dir, f"fig4-L{num_levels}-K{size}",
-                                     dataset=dataset)["test"]["gauc"])
+                                     dataset=dataset, context=context)["test"]["gauc"])
         gauc[i, j] = float(np.mean(values))
         cells.append({"levels": num_levels, "codebook_size": size, "test_gauc": values})
     report.heatmap_png(out_dir / "figure4.png", gauc, [f"L={l}" for l in levels],

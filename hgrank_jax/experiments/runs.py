@@ -8,15 +8,18 @@ and resumes interrupted ones from their last checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pathlib
+import time
 from typing import Any, Mapping
 
 import ml_collections
 
 from hgrank_jax.train.checkpoint import identity_config
 from hgrank_jax.train.loop import train_and_evaluate
+from hgrank_jax.train.writers import RunContext
 
 
 def config_hash(config: ml_collections.ConfigDict) -> str:
@@ -28,6 +31,25 @@ def config_hash(config: ml_collections.ConfigDict) -> str:
   """
   text = json.dumps(identity_config(config.to_dict()), sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclasses.dataclass
+class Job:
+  """Numbers the training runs of one reproduction for their console lines.
+
+  ``Job(total=12).context("LogLoss, seed 0")`` -> ``RunContext(label="run 1/12",
+  title="LogLoss, seed 0", job_started_at=<when the job started>)``; the next call
+  is run 2/12. Runs reused from the cache count too: they print their metrics.
+  """
+
+  total: int
+  started_at: float = dataclasses.field(default_factory=time.time)
+  started: int = 0
+
+  def context(self, title: str) -> RunContext:
+    self.started += 1
+    return RunContext(label=f"run {self.started}/{self.total}", title=title,
+                      job_started_at=self.started_at)
 
 
 def with_overrides(config: ml_collections.ConfigDict,
@@ -46,10 +68,14 @@ def with_overrides(config: ml_collections.ConfigDict,
 
 
 def run(config: ml_collections.ConfigDict, runs_dir: pathlib.Path | str, name: str,
-        *, dataset=None) -> dict[str, Any]:
-  """Trains (or reuses) one run; returns the trainer's results plus ``workdir``."""
+        *, dataset=None, context: RunContext | None = None) -> dict[str, Any]:
+  """Trains (or reuses) one run; returns the trainer's results plus ``workdir``.
+
+  ``context`` labels the run's console lines with its place in the job (e.g.
+  ``[run 3/12] LogLoss + ListCE, seed 1``); see :class:`Job`.
+  """
   workdir = pathlib.Path(runs_dir) / f"{name}-{config_hash(config)}"
-  results = dict(train_and_evaluate(config, workdir, dataset=dataset))
+  results = dict(train_and_evaluate(config, workdir, dataset=dataset, context=context))
   if "interrupted_at" in results:  # SIGTERM/SIGINT: the run saved a checkpoint and stopped
     print(f"Interrupted in {workdir} at step {results['interrupted_at']}; rerun the same "
           "command to resume (finished runs are reused).")

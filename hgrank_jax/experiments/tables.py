@@ -69,9 +69,22 @@ def _describe(point: Mapping[str, Any]) -> str:
                    for k, v in sorted(point.items())) or "defaults"
 
 
+def runs_in_row(row: Row, num_seeds: int) -> int:
+  """How many runs :func:`run_row` starts: the grid with the first seed (if it has
+  more than one point), then every seed."""
+  points = len(row.grid_points())
+  return (points if points > 1 else 0) + num_seeds
+
+
 def run_row(base, row: Row, seeds: Sequence[int], runs_dir, *, dataset=None,
-            selection_metric: str = "gauc", log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Selects the row's grid point on validation with ``seeds[0]``, then trains every seed."""
+            selection_metric: str = "gauc", log: Callable[[str], None] = print,
+            job: runs_lib.Job | None = None) -> dict[str, Any]:
+  """Selects the row's grid point on validation with ``seeds[0]``, then trains every seed.
+
+  With a ``job``, each run's console lines carry its number in the job and a title
+  (e.g. ``[run 3/12] LogLoss + ListCE, seed 1``) in place of this function's own
+  line per seed.
+  """
   points = row.grid_points()
   fixed = flatten(row.overrides)
   selection = []
@@ -79,9 +92,12 @@ def run_row(base, row: Row, seeds: Sequence[int], runs_dir, *, dataset=None,
   if len(points) > 1:  # with one point there is nothing to choose: its run is the first seed's
     for i, point in enumerate(points):
       config = runs_lib.with_overrides(base, {**fixed, **point, "seed": seeds[0]})
-      log(f"[{row.name}] tuning on validation {selection_metric} with seed {seeds[0]}: "
-          f"setting {i + 1} of {len(points)}, {_describe(point)}")
-      result = runs_lib.run(config, runs_dir, row.key, dataset=dataset)
+      title = (f"{row.name}, tuning on validation {selection_metric} with seed {seeds[0]}: "
+               f"setting {i + 1} of {len(points)}, {_describe(point)}")
+      if job is None:
+        log(f"[{row.name}] {title.removeprefix(row.name + ', ')}")
+      result = runs_lib.run(config, runs_dir, row.key, dataset=dataset,
+                            context=job.context(title) if job else None)
       selection.append({"point": point, "valid": result["valid"][selection_metric],
                         "workdir": result["workdir"]})
     sign = 1.0 if HIGHER_IS_BETTER.get(selection_metric, True) else -1.0
@@ -93,9 +109,12 @@ def run_row(base, row: Row, seeds: Sequence[int], runs_dir, *, dataset=None,
   per_seed = []
   for j, seed in enumerate(seeds):
     config = runs_lib.with_overrides(base, {**fixed, **chosen, "seed": seed})
-    log(f"[{row.name}] training seed {seed} ({j + 1} of {len(seeds)})"
-        + (f", {_describe(chosen)}" if chosen else ""))
-    result = runs_lib.run(config, runs_dir, row.key, dataset=dataset)
+    title = (f"{row.name}, seed {seed} ({j + 1} of {len(seeds)})"
+             + (f", {_describe(chosen)}" if chosen else ""))
+    if job is None:
+      log(f"[{row.name}] training {title.removeprefix(row.name + ', ')}")
+    result = runs_lib.run(config, runs_dir, row.key, dataset=dataset,
+                          context=job.context(title) if job else None)
     per_seed.append({"seed": seed, "valid": result["valid"], "test": result["test"],
                      "best_step": result["best_step"], "workdir": result["workdir"]})
   if not selection:

@@ -12,7 +12,8 @@ from scipy import stats
 
 from hgrank_jax.experiments import paired_interval, summarise, with_overrides
 from hgrank_jax.experiments.report import markdown_table
-from hgrank_jax.experiments.tables import Row
+from hgrank_jax.experiments.runs import Job
+from hgrank_jax.experiments.tables import Row, runs_in_row
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -70,6 +71,16 @@ def test_narrow_intervals_print_enough_decimals():
            "gauc_diff_low": -0.000112, "gauc_diff_high": -0.000088, "gauc_diff_n": 3}
   md = markdown_table([entry], ["gauc"], "A")
   assert "-0.0001 [-0.00011, -0.00009]" in md
+
+
+def test_job_numbers_runs_in_the_order_they_start():
+  # A 2-point grid tunes with the first seed (2 runs), then trains 3 seeds; no grid: 3 runs.
+  rows = [Row("a", "A", grid={"learning_rate": [1e-3, 3e-3]}), Row("b", "B")]
+  job = Job(total=sum(runs_in_row(row, 3) for row in rows), started_at=100.0)
+  assert job.total == 8
+  first, second = job.context("A, seed 0"), job.context("A, seed 1")
+  assert (first.label, first.title, first.job_started_at) == ("run 1/8", "A, seed 0", 100.0)
+  assert second.label == "run 2/8"
 
 
 def test_grid_points_and_overrides():
