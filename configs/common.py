@@ -47,6 +47,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.checkpoint_mode = "auto"     # "async": saves overlap training; "async_skip": also
                                       # skip a periodic save while the last is being written;
                                       # "sync"; "auto": async on GPU/TPU, sync on CPU
+  config.vmap_seeds = False           # tables: a row's new seeds train as one vmapped program
+                                      # on one device (train.seeds; no checkpoints while it trains)
 
   config.model = ml_collections.ConfigDict(dict(
       name="dnn", hidden_layers=(256, 128), dropout_rate=0.0,

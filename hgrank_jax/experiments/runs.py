@@ -67,6 +67,12 @@ def with_overrides(config: ml_collections.ConfigDict,
   return config
 
 
+def workdir_for(config: ml_collections.ConfigDict, runs_dir: pathlib.Path | str,
+                name: str) -> pathlib.Path:
+  """The cached run's workdir: ``<runs_dir>/<name>-<config_hash(config)>``."""
+  return pathlib.Path(runs_dir) / f"{name}-{config_hash(config)}"
+
+
 def run(config: ml_collections.ConfigDict, runs_dir: pathlib.Path | str, name: str,
         *, dataset=None, context: RunContext | None = None) -> dict[str, Any]:
   """Trains (or reuses) one run; returns the trainer's results plus ``workdir``.
@@ -74,7 +80,7 @@ def run(config: ml_collections.ConfigDict, runs_dir: pathlib.Path | str, name: s
   ``context`` labels the run's console lines with its place in the job (e.g.
   ``[run 3/12] LogLoss + ListCE, seed 1``); see :class:`Job`.
   """
-  workdir = pathlib.Path(runs_dir) / f"{name}-{config_hash(config)}"
+  workdir = workdir_for(config, runs_dir, name)
   results = dict(train_and_evaluate(config, workdir, dataset=dataset, context=context))
   if "interrupted_at" in results:  # SIGTERM/SIGINT: the run saved a checkpoint and stopped
     print(f"Interrupted in {workdir} at step {results['interrupted_at']}; rerun the same "

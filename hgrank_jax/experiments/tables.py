@@ -23,6 +23,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from hgrank_jax.experiments import runs as runs_lib
+from hgrank_jax.train import seeds as seeds_lib
 from hgrank_jax.train.checkpoint import flatten_dict as flatten
 
 METRICS = ("logloss", "auc", "gauc")
@@ -76,6 +77,25 @@ def runs_in_row(row: Row, num_seeds: int) -> int:
   return (points if points > 1 else 0) + num_seeds
 
 
+def _train_new_seeds_together(base, overrides, seeds, runs_dir, row, dataset, log):
+  """``config.vmap_seeds``: the seeds with no workdir yet train as one vmapped program.
+
+  Each seed's workdir is left as a finished run (``train.seeds.train_seeds``), so
+  the per-seed loop that follows reads their results like any cached run. Seeds
+  already trained, or interrupted (those resume from their checkpoint), are left
+  to that loop.
+  """
+  configs = [runs_lib.with_overrides(base, {**overrides, "seed": seed}) for seed in seeds]
+  workdirs = [runs_lib.workdir_for(config, runs_dir, row.key) for config in configs]
+  new = [i for i, workdir in enumerate(workdirs) if not workdir.exists()]
+  if len(new) < 2:
+    return
+  log(f"[{row.name}] training seeds {', '.join(str(seeds[i]) for i in new)} side by side "
+      "in one vmapped program (config.vmap_seeds)")
+  seeds_lib.train_seeds(configs[new[0]], [seeds[i] for i in new], dataset=dataset,
+                        workdirs=[workdirs[i] for i in new])
+
+
 def run_row(base, row: Row, seeds: Sequence[int], runs_dir, *, dataset=None,
             selection_metric: str = "gauc", log: Callable[[str], None] = print,
             job: runs_lib.Job | None = None) -> dict[str, Any]:
@@ -106,6 +126,8 @@ def run_row(base, row: Row, seeds: Sequence[int], runs_dir, *, dataset=None,
     chosen = points[best]
     log(f"[{row.name}] chose {_describe(chosen)} "
         f"(validation {selection_metric} {selection[best]['valid']:.4f})")
+  if base.get("vmap_seeds", False):
+    _train_new_seeds_together(base, {**fixed, **chosen}, seeds, runs_dir, row, dataset, log)
   per_seed = []
   for j, seed in enumerate(seeds):
     config = runs_lib.with_overrides(base, {**fixed, **chosen, "seed": seed})

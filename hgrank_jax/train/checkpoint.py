@@ -82,9 +82,11 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
 
 
 # Keys that say how a run executes, not what it computes: the same run gives the
-# same parameters (within 1e-6) at any value, so they never enter a run's identity
-# and a workdir may be resumed with another value (e.g. on another backend).
-EXECUTION_KEYS = ("steps_per_dispatch", "data_placement", "checkpoint_mode")
+# same parameters (within 1e-6; vmapped seeds: metrics within 1e-3, their batched
+# matrix products summing in another order) at any value, so they never enter a
+# run's identity and a workdir may be resumed with another value (e.g. on another
+# backend).
+EXECUTION_KEYS = ("steps_per_dispatch", "data_placement", "checkpoint_mode", "vmap_seeds")
 CHECKPOINT_MODES = ("auto", "async", "async_skip", "sync")
 
 

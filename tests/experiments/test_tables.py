@@ -13,6 +13,7 @@ from scipy import stats
 from hgrank_jax.experiments import paired_interval, summarise, with_overrides
 from hgrank_jax.experiments.report import markdown_table
 from hgrank_jax.experiments.runs import Job
+from hgrank_jax.experiments import tables
 from hgrank_jax.experiments.tables import Row, runs_in_row
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -169,3 +170,31 @@ def test_table1_variants_pick_dataset_rows_and_folder():
   assert table1.get_config("simulator").train.dataset == "synthetic:small"
   with pytest.raises(ValueError, match="unknown"):
     table1.get_config("simulator,fast")
+
+
+def test_vmap_seeds_row_equals_seed_by_seed(tmp_path):
+  """config.vmap_seeds trains a row's new seeds together: same best steps, metrics within 1e-3."""
+  from hgrank_jax.data import load_dataset  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, str(ROOT / "configs"))
+  import simulator  # pylint: disable=g-import-not-at-top
+  base = simulator.get_config("runlocal")
+  base.dataset = "synthetic:tiny"
+  base.batch_size, base.eval_batch_size = 64, 128
+  base.num_train_steps, base.eval_every_steps, base.log_every_steps = 6, 2, 2
+  dataset = load_dataset(base.dataset, seed=base.split_seed)
+  row = tables.Row(key="logloss", name="LogLoss")
+  sequential = tables.run_row(base, row, [0, 1], tmp_path / "one_by_one", dataset=dataset,
+                              log=lambda _: None)
+  base.vmap_seeds = True
+  messages = []
+  together = tables.run_row(base, row, [0, 1], tmp_path / "together", dataset=dataset,
+                            log=messages.append)
+  assert any("side by side" in m for m in messages)
+  for a, b in zip(sequential["runs"], together["runs"]):
+    assert a["best_step"] == b["best_step"]
+    for split in ("valid", "test"):
+      for metric in ("logloss", "auc", "gauc"):
+        np.testing.assert_allclose(b[split][metric], a[split][metric], atol=1e-3)
+  # The same run identity: the workdirs carry the same names in both folders.
+  assert ({pathlib.Path(r["workdir"]).name for r in sequential["runs"]}
+          == {pathlib.Path(r["workdir"]).name for r in together["runs"]})
