@@ -112,7 +112,7 @@ def _shift_sums(s, y, group, ok, width, with_grad):
   ok_pad = jnp.pad(ok, (0, n))
 
   def offset(k, carry):
-    total, grad = carry
+    total, grad_i, grad_j = carry
     s_j = jax.lax.dynamic_slice(s_pad, (k,), (n,))
     pair = (ok & jax.lax.dynamic_slice(ok_pad, (k,), (n,))
             & (group == jax.lax.dynamic_slice(group_pad, (k,), (n,)))
@@ -121,14 +121,15 @@ def _shift_sums(s, y, group, ok, width, with_grad):
     total = total + jnp.sum(jnp.where(pair, softplus, 0.0))
     if with_grad:
       sigmoid = jnp.where(pair, sigmoid, 0.0)
-      grad = grad.at[:n].add(-sigmoid)
-      grad = jax.lax.dynamic_update_slice(
-          grad, jax.lax.dynamic_slice(grad, (k,), (n,)) + sigmoid, (k,))
-    return total, grad
+      grad_i = grad_i - sigmoid
+      grad_j = jax.lax.dynamic_update_slice(
+          grad_j, jax.lax.dynamic_slice(grad_j, (k,), (n,)) + sigmoid, (k,))
+    return total, grad_i, grad_j
 
-  total, grad = jax.lax.fori_loop(1, width, offset,
-                                  (jnp.zeros((), s.dtype), jnp.zeros((2 * n,), s.dtype)))
-  return total, grad[:n]
+  total, grad_i, grad_j = jax.lax.fori_loop(
+      1, width, offset, (jnp.zeros((), s.dtype), jnp.zeros((n,), s.dtype),
+                         jnp.zeros((2 * n,), s.dtype)))
+  return total, grad_i + grad_j[:n]
 
 
 def _sums(s, y, group, ok, tie_end, group_end, block, with_grad):
