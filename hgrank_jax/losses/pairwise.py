@@ -213,7 +213,9 @@ def pairwise_logistic(
   ``segments`` is given), pooled over all lists. 0 when there is no such pair.
   Equal to ``rax.pairwise_logistic_loss`` (``reduce_fn=jnp.mean``), computed
   without ``n x n`` memory: one sort of the rows by (segment, label), then
-  ``block x block`` tiles only where pairs can lie (see the module docstring).
+  shifted-vector steps for short segments or ``block x block`` tiles only
+  where pairs can lie (see the module docstring). A fully masked input, or
+  one without a valid pair, gives 0 (Rax gives NaN there if some logit is NaN).
   The gradient with respect to ``logits`` is exact and is accumulated in the
   forward pass; labels get a zero gradient.
 
