@@ -174,6 +174,52 @@ def _host_block_starts(y, barrier):
   return starts.reshape(shape)
 
 
+def _host_blocks(y, barrier):
+  """Numpy: block starts, and the flat start and length of every block."""
+  starts = _host_block_starts(y, barrier)
+  flat_starts = np.flatnonzero(starts)
+  lengths = np.diff(np.append(flat_starts, starts.size)).astype(np.int32)
+  return starts, flat_starts, lengths
+
+
+def _host_block_layout(y, barrier):
+  """Numpy: block id and block size (int32) of every position, from the host PAV."""
+  starts, _, lengths = _host_blocks(y, barrier)
+  block_id = np.cumsum(starts, axis=-1, dtype=np.int32) - 1
+  return block_id, np.repeat(lengths, lengths).reshape(starts.shape)
+
+
+def _host_projection(z_sorted, w_sorted, barrier):
+  """Numpy twin of ``_xla_projection``: the projection, block ids and sizes.
+
+  ``z - w`` is formed in the inputs' dtype, as XLA forms it for the other
+  implementations, so every implementation pools the same blocks; the block
+  means are then taken in float64.
+  """
+  z = np.asarray(z_sorted)
+  starts, flat_starts, lengths = _host_blocks(z - np.asarray(w_sorted), barrier)
+  block_id = np.cumsum(starts, axis=-1, dtype=np.int32) - 1
+  block_size = np.repeat(lengths, lengths).reshape(z.shape)
+
+  def block_mean(values):
+    sums = np.add.reduceat(np.asarray(values, np.float64).ravel(), flat_starts)
+    return np.repeat(sums / lengths, lengths).reshape(z.shape)
+
+  centred = np.where(block_size > 1, z - block_mean(z), 0.0)
+  projected = (centred + block_mean(w_sorted)).astype(z.dtype)
+  return projected, block_id, block_size
+
+
+def _block_layout_host(y, barrier):
+  # The layout comes from numpy too: XLA's cumulative max/min on CPU cost more
+  # than the whole host PAV.
+  shape = stable_order.result_like(y, jnp.int32)
+  block_id, block_size = jax.pure_callback(
+      _host_block_layout, (shape, shape), y, barrier, vmap_method="broadcast_all")
+  varying = jnp.zeros_like(y, dtype=jnp.int32)  # see _block_starts_host
+  return block_id + varying, block_size + varying
+
+
 def _block_starts_host(y, barrier):
   starts = jax.pure_callback(
       _host_block_starts, stable_order.result_like(y, jnp.bool_), y, barrier,
@@ -251,28 +297,29 @@ def _block_starts_pallas(y, barrier, interpret=False):
   return starts[:, :n] != 0
 
 
-def _block_starts(y, barrier, implementation):
-  """Bool ``[B, n]``: where the blocks of the finest PAV pooling of each row start."""
+def _layout_of(y, barrier, implementation):
+  """Block id (from 0 per row) and block size, int32 ``[B, n]``, of PAV on each row."""
   if y.shape[-1] == 1:
-    return jnp.ones(y.shape, bool)
+    return jnp.zeros(y.shape, jnp.int32), jnp.ones(y.shape, jnp.int32)
   if implementation == "loop":
-    return _block_starts_loop(y, barrier)
+    return _block_layout(_block_starts_loop(y, barrier))
   if implementation == "host":
-    return _block_starts_host(y, barrier)
+    return _block_layout_host(y, barrier)
   if implementation == "pallas":
     # Off a GPU the kernel runs in Pallas' interpreter (for tests only: slow).
-    return _block_starts_pallas(y, barrier,
-                                interpret=jax.default_backend() != "gpu")
+    return _block_layout(_block_starts_pallas(
+        y, barrier, interpret=jax.default_backend() != "gpu"))
   return lax.platform_dependent(
-      y, barrier, cpu=_block_starts_host, cuda=_block_starts_pallas,
-      default=_block_starts_loop)
+      y, barrier, cpu=_block_layout_host,
+      cuda=lambda y, b: _block_layout(_block_starts_pallas(y, b)),
+      default=lambda y, b: _block_layout(_block_starts_loop(y, b)))
 
 
 # --- blocks: ids, sizes and means from the starts -----------------------------
 
 
 def _block_layout(starts):
-  """Block id ``[B, n]`` (int32, from 0 per row) and block size (float) of every position."""
+  """Block id ``[B, n]`` (from 0 per row) and block size of every position, both int32."""
   n = starts.shape[-1]
   positions = jnp.arange(n, dtype=jnp.int32)
   block_id = jnp.cumsum(starts, axis=1, dtype=jnp.int32) - 1
@@ -294,8 +341,7 @@ def _block_mean(values, block_id, block_size):
 
 
 def _blocks(y, barrier, implementation):
-  starts = _block_starts(lax.stop_gradient(y), barrier, implementation)
-  return _block_layout(starts)
+  return _layout_of(lax.stop_gradient(y), barrier, implementation)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -348,13 +394,7 @@ def isotonic_decreasing(y, barrier=None, *, implementation="auto"):
   return flat.reshape(y.shape)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _project_2d(z_sorted, w_sorted, barrier, implementation):
-  return _project_2d_fwd(z_sorted, w_sorted, barrier, implementation)[0]
-
-
-def _project_2d_fwd(z_sorted, w_sorted, barrier, implementation):
-  block_id, block_size = _blocks(z_sorted - w_sorted, barrier, implementation)
+def _xla_projection(z_sorted, w_sorted, block_id, block_size):
   # z - mean_block(z - w), regrouped as (z - mean_block z) + mean_block w so a
   # singleton block returns w exactly even when |z| dwarfs |w| (tiny
   # temperatures or large scores would otherwise cancel catastrophically).
@@ -362,7 +402,53 @@ def _project_2d_fwd(z_sorted, w_sorted, barrier, implementation):
   # fusion with different roundings, and one ulp of a huge z must not leak.
   centred = jnp.where(block_size > 1,
                       z_sorted - _block_mean(z_sorted, block_id, block_size), 0.0)
-  projected = centred + _block_mean(w_sorted, block_id, block_size)
+  return centred + _block_mean(w_sorted, block_id, block_size)
+
+
+def _projection_host(z_sorted, w_sorted, barrier):
+  # On CPU the whole forward pass stays on the host: XLA's segment sums for the
+  # two block means would cost about as much as the PAV itself.
+  int_shape = stable_order.result_like(z_sorted, jnp.int32)
+  projected, block_id, block_size = jax.pure_callback(
+      _host_projection, (stable_order.result_like(z_sorted, z_sorted.dtype),
+                         int_shape, int_shape),
+      z_sorted, w_sorted, barrier, vmap_method="broadcast_all")
+  varying = jnp.zeros_like(z_sorted, dtype=jnp.int32)  # see _block_starts_host
+  return projected + varying.astype(projected.dtype), block_id + varying, block_size + varying
+
+
+def _projection(z_sorted, w_sorted, barrier, implementation):
+  """The projection and its blocks (id, size) for ``implementation``."""
+
+  def with_xla_means(implementation):
+    def project(z, w, barrier):
+      block_id, block_size = _layout_of(z - w, barrier, implementation)
+      return _xla_projection(z, w, block_id, block_size), block_id, block_size
+    return project
+
+  def on_gpu(z, w, barrier):
+    # The compiled kernel: this branch is only ever lowered for a GPU.
+    block_id, block_size = _block_layout(_block_starts_pallas(z - w, barrier))
+    return _xla_projection(z, w, block_id, block_size), block_id, block_size
+
+  z_sorted, w_sorted = lax.stop_gradient(z_sorted), lax.stop_gradient(w_sorted)
+  if z_sorted.shape[-1] == 1 or implementation in ("loop", "pallas"):
+    return with_xla_means(implementation)(z_sorted, w_sorted, barrier)
+  if implementation == "host":
+    return _projection_host(z_sorted, w_sorted, barrier)
+  return lax.platform_dependent(
+      z_sorted, w_sorted, barrier, cpu=_projection_host,
+      cuda=on_gpu, default=with_xla_means("loop"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _project_2d(z_sorted, w_sorted, barrier, implementation):
+  return _project_2d_fwd(z_sorted, w_sorted, barrier, implementation)[0]
+
+
+def _project_2d_fwd(z_sorted, w_sorted, barrier, implementation):
+  projected, block_id, block_size = _projection(z_sorted, w_sorted, barrier,
+                                                implementation)
   return projected, (block_id, block_size)
 
 

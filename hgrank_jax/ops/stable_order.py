@@ -11,6 +11,8 @@ argsort, and numpy runs it with its vectorised integer sort. On accelerators,
 where XLA's sort is fast, it stays in XLA.
 """
 
+import sys
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -27,10 +29,18 @@ def _host_order(key):
     # NaNs become the positive quiet NaN (after +inf), -0.0 becomes +0.0.
     canonical = np.where(np.isnan(flat), np.float32(np.nan), flat + np.float32(0.0))
     bits = canonical.view(np.uint32)
-    negative = (bits >> np.uint32(31)).astype(bool)
-    ordered = np.where(negative, ~bits, bits | np.uint32(0x80000000))
-    words = (ordered.astype(np.uint64) << np.uint64(32)) | np.arange(n, dtype=np.uint64)
-    order = (np.sort(words, axis=-1) & np.uint64(0xFFFFFFFF)).astype(np.int32)
+    # Negative floats: flip every bit; others: flip the sign bit. Then unsigned
+    # order is float order.
+    flip = (np.uint32(0) - (bits >> np.uint32(31))) | np.uint32(0x80000000)
+    ordered = bits ^ flip
+    # One 64-bit word per entry, key in the high half and index in the low
+    # half, written as two 32-bit halves (cheaper than shifting 64-bit copies).
+    halves = np.empty(flat.shape + (2,), np.uint32)
+    high, low = (1, 0) if sys.byteorder == "little" else (0, 1)
+    halves[..., high] = ordered
+    halves[..., low] = np.arange(n, dtype=np.uint32)
+    words = np.sort(halves.view(np.uint64)[..., 0], axis=-1)
+    order = words.view(np.uint32).reshape(flat.shape + (2,))[..., low].astype(np.int32)
   else:
     order = np.argsort(flat, axis=-1, kind="stable").astype(np.int32)
   inverse = np.empty_like(order)
