@@ -20,7 +20,9 @@ find the starts, picked per platform at lowering time (``implementation=
 * ``"host"`` (CPU): scipy's compiled PAV (``scipy.optimize.isotonic_regression``)
   on every barrier-delimited run, through ``jax.pure_callback``; scipy pools
   equal means, so its blocks are split again where a block's prefix has
-  exactly the block's mean (the split PAV itself would have kept).
+  exactly the block's mean (the split PAV itself would have kept). For the
+  permutahedron projection the callback also returns the block means (in
+  float64), since XLA's segment sums cost as much as the PAV on a CPU.
 * ``"loop"`` (any platform, the reference; TPU's default): PAV written as one
   ``lax.while_loop`` over the batch whose iterations each push the next element
   or merge the top two blocks, at most ``2 n - 1`` of them.
