@@ -56,7 +56,7 @@ def result_like(x, dtype, shape=None):
   """
   shape = x.shape if shape is None else shape
   manual_axis_type = getattr(jax.typeof(x), "manual_axis_type", None)
-  if manual_axis_type is None:
+  if not getattr(manual_axis_type, "varying", None):  # outside shard_map
     return jax.ShapeDtypeStruct(shape, dtype)
   return jax.ShapeDtypeStruct(shape, dtype, manual_axis_type=manual_axis_type)
 
