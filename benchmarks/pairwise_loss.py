@@ -87,8 +87,8 @@ def loss_costs(labels, num_segments, steps, rounds):
 def train_step_costs(batch_size, steps, rounds):
   from hgrank_jax.data import ArrayBatcher, load_dataset  # pylint: disable=g-import-not-at-top
   from hgrank_jax.train.objectives import build_objective  # pylint: disable=g-import-not-at-top
-  from hgrank_jax.train.sharding import data_mesh, replicated_sharding  # pylint: disable=g-import-not-at-top
-  from hgrank_jax.train.state import init_train_state, make_optimizer  # pylint: disable=g-import-not-at-top
+  from hgrank_jax.train.sharding import data_mesh  # pylint: disable=g-import-not-at-top
+  from hgrank_jax.train.state import init_replicated_train_state, make_optimizer  # pylint: disable=g-import-not-at-top
   from hgrank_jax.train.steps import make_train_step  # pylint: disable=g-import-not-at-top
 
   sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs"))
@@ -110,11 +110,8 @@ def train_step_costs(batch_size, steps, rounds):
     finally:
       losses.LOSSES["pairwise_logistic"] = ours
     optimizer = make_optimizer(config)
-    init = lambda key, b, objective=objective, optimizer=optimizer: init_train_state(
-        objective, optimizer, key, b)
-    abstract = jax.eval_shape(init, jax.random.PRNGKey(0), batch)
-    sharding = jax.tree.map(lambda _: replicated_sharding(mesh), abstract)
-    state = jax.jit(init, out_shardings=sharding)(jax.random.PRNGKey(0), batch)
+    state, sharding = init_replicated_train_state(objective, optimizer, mesh,
+                                                  jax.random.PRNGKey(0), batch)
     step = make_train_step(objective, optimizer, mesh, sharding)
     holder = {"state": state}
 

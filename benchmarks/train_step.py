@@ -70,8 +70,8 @@ def measure(batch_size: int, steps: int, rounds: int, batched_aux: str) -> dict:
   from hgrank_jax.data import ArrayBatcher, load_dataset
   from hgrank_jax.models import RVQ_COLLECTION, ResidualVQ
   from hgrank_jax.train.objectives import build_objective, hgr_model_from_config
-  from hgrank_jax.train.sharding import batch_sharding, data_mesh, replicated_sharding
-  from hgrank_jax.train.state import init_train_state, make_optimizer
+  from hgrank_jax.train.sharding import batch_sharding, data_mesh
+  from hgrank_jax.train.state import init_replicated_train_state, make_optimizer
   from hgrank_jax.train.steps import make_train_step
 
   sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs"))
@@ -93,11 +93,8 @@ def measure(batch_size: int, steps: int, rounds: int, batched_aux: str) -> dict:
       config.hgr.batched_aux = batched_aux == "on"
     objective = build_objective(config, dataset.spec)
     optimizer = make_optimizer(config)
-    init = lambda key, b, objective=objective, optimizer=optimizer: init_train_state(
-        objective, optimizer, key, b)
-    abstract = jax.eval_shape(init, jax.random.PRNGKey(0), batch)
-    sharding = jax.tree.map(lambda _: replicated_sharding(mesh), abstract)
-    state = jax.jit(init, out_shardings=sharding)(jax.random.PRNGKey(0), batch)
+    state, sharding = init_replicated_train_state(objective, optimizer, mesh,
+                                                  jax.random.PRNGKey(0), batch)
     step = make_train_step(objective, optimizer, mesh, sharding)
     state, _ = step(state, batch)  # compile; GroupCE's k-means initialisation runs here
     holder = {"state": state}

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hgrank_jax.train import sharding as sharding_lib
+
 Batch = Mapping[str, jax.Array]
 Variables = Mapping[str, Any]
 
@@ -84,3 +86,17 @@ def init_train_state(objective: Objective, optimizer: optax.GradientTransformati
       "best_params": params,
       "best_model_state": variables,
   }
+
+
+def init_replicated_train_state(objective: Objective, optimizer: optax.GradientTransformation,
+                                mesh: jax.sharding.Mesh, rng: jax.Array, batch: Batch):
+  """``init_train_state`` compiled with the state replicated on every device of ``mesh``.
+
+  Returns ``(state, sharding)``: the state pytree and the matching pytree of
+  replicated ``NamedSharding``s (what a train step built by
+  ``steps.make_train_step`` takes as its state sharding).
+  """
+  init = lambda key, example: init_train_state(objective, optimizer, key, example)
+  replicated = sharding_lib.replicated_sharding(mesh)
+  sharding = jax.tree.map(lambda _: replicated, jax.eval_shape(init, rng, batch))
+  return jax.jit(init, out_shardings=sharding)(rng, batch), sharding
