@@ -3,7 +3,8 @@
 ``sorting`` holds the public relaxations (``soft_permutation``, ``soft_rank``,
 ``soft_sort``, ``soft_topk_mask``) with methods softsort, neuralsort, ot, fast
 and hard; ``exposure`` turns them into expected per-category counts in the top
-k. The kernels live in ``isotonic`` (PAV and permutahedron projection),
+k. The kernels live in ``isotonic`` (PAV and permutahedron projection, whose
+blocks ``pav_blocks`` finds on GPU, CPU or elsewhere),
 ``fast_sort``, ``relaxed`` (dense matrices) and ``ot_sort`` (ott-jax);
 ``stable_order`` is the hard stable argsort they share (numpy on CPU).
 ``segments`` holds O(n) segment reductions and ``group_ids`` the group ids

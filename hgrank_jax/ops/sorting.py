@@ -156,15 +156,6 @@ def prepare(scores, where, scale_invariant):
   return Prepared(values, valid, order, inverse, center, unit)
 
 
-def _scatter_last(target, index, values):
-  """``target[..., index[..., j]] = values[..., j]`` along the last axis."""
-  n = target.shape[-1]
-  flat_index = index.reshape(-1, n)
-  rows = jnp.arange(flat_index.shape[0])[:, None]
-  flat = target.reshape(-1, n).at[rows, flat_index].set(values.reshape(-1, n))
-  return flat.reshape(target.shape)
-
-
 def _straight_through(soft, hard, options):
   if options.straight_through:
     return soft + jax.lax.stop_gradient(hard - soft)

@@ -10,6 +10,7 @@ import pytest
 from scipy import optimize
 
 from hgrank_jax.ops import isotonic
+from hgrank_jax.ops import pav_blocks
 
 
 def _scipy_isotonic_decreasing(y, barrier):
@@ -172,10 +173,10 @@ def test_implementations_find_the_same_blocks(n):
   rng = np.random.default_rng(n)
   y, barrier = _families(n, rng)
   y, barrier = jnp.asarray(y), jnp.asarray(barrier)
-  loop = np.asarray(jax.jit(isotonic._block_starts_loop)(y, barrier))
-  host = np.asarray(jax.jit(isotonic._block_starts_host)(y, barrier))
+  loop = np.asarray(jax.jit(pav_blocks.starts_loop)(y, barrier))
+  host = pav_blocks.host_starts(np.asarray(y), np.asarray(barrier))
   pallas = np.asarray(jax.jit(functools.partial(
-      isotonic._block_starts_pallas, interpret=jax.default_backend() != "gpu"))(y, barrier))
+      pav_blocks.starts_pallas, interpret=jax.default_backend() != "gpu"))(y, barrier))
   np.testing.assert_array_equal(host, loop)
   np.testing.assert_array_equal(pallas, loop)
 
@@ -185,8 +186,8 @@ def test_host_tie_rule_matches_loop_exhaustively():
   for n in range(2, 7):
     y = np.array(list(itertools.product(range(4), repeat=n)), np.float32)
     barrier = np.zeros(y.shape, bool)
-    want = np.asarray(jax.jit(isotonic._block_starts_loop)(jnp.asarray(y), jnp.asarray(barrier)))
-    np.testing.assert_array_equal(isotonic._host_block_starts(y, barrier), want)
+    want = np.asarray(jax.jit(pav_blocks.starts_loop)(jnp.asarray(y), jnp.asarray(barrier)))
+    np.testing.assert_array_equal(pav_blocks.host_starts(y, barrier), want)
 
 
 @pytest.mark.parametrize("implementation", ("host", "pallas"))
