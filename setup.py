@@ -53,7 +53,7 @@ setuptools.setup(
     # packages configuration" warnings.
     packages=setuptools.find_namespace_packages(include=["hgrank_jax", "hgrank_jax.*"],
                                                 exclude=["*.__pycache__"]),
-    package_data={"hgrank_jax.data.bundled.kuairand_sig": ["*.txt", "*.md"]},
+    package_data={"hgrank_jax.data.official.bundled.kuairand_sig": ["*.txt", "*.md"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
 )

@@ -31,7 +31,7 @@ def main():
   import numpy as np
 
   from hgrank_jax.data import ArrayBatcher, load_dataset
-  from hgrank_jax.train import data_mesh
+  from hgrank_jax.parallel import data_mesh
 
   columns = dict(load_dataset("kuairand_sig:given").split("train"))
   if args.rows:

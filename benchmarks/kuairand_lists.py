@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from hgrank_jax.data import kuairand_lists
+from hgrank_jax.data.official import kuairand_lists
 
 
 def synthetic_columns(users, days, rows_per_day, num_videos, num_categories, seed=0):

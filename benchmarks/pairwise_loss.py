@@ -87,7 +87,7 @@ def loss_costs(labels, num_segments, steps, rounds):
 def train_step_costs(batch_size, steps, rounds):
   from hgrank_jax.data import ArrayBatcher, load_dataset  # pylint: disable=g-import-not-at-top
   from hgrank_jax.train.objectives import build_objective  # pylint: disable=g-import-not-at-top
-  from hgrank_jax.train.sharding import data_mesh  # pylint: disable=g-import-not-at-top
+  from hgrank_jax.parallel.sharding import data_mesh  # pylint: disable=g-import-not-at-top
   from hgrank_jax.train.state import init_replicated_train_state, make_optimizer  # pylint: disable=g-import-not-at-top
   from hgrank_jax.train.steps import make_train_step  # pylint: disable=g-import-not-at-top
 

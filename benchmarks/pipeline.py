@@ -21,7 +21,7 @@ Streaming at scale (``--simulator_rows N``, e.g. 10,000,000; ``--large`` for
   python benchmarks/pipeline.py --simulator_rows 10000000 [--keep_dir DIR] [--devices 8]
 
 writes the simulator's logs as array_record blocks one chunk at a time
-(``hgrank_jax.data.synthetic.write_blocks``: bounded memory), then reads the
+(``hgrank_jax.data.sim.synthetic.write_blocks``: bounded memory), then reads the
 train split (70%) for one epoch through grain twice: the input pipeline alone
 (``StreamingBatcher`` placing global batches on the mesh) and training (the same
 batches through the jitted train step of the simulator config's model, LogLoss,
@@ -50,7 +50,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "kuairand_pure"
 
 def write_logs(directory: pathlib.Path, rows: int, seed: int = 0) -> None:
   """Official-format KuaiRand-Pure logs over the fixture's users and videos."""
-  from hgrank_jax.data import kuairand
+  from hgrank_jax.data.official import kuairand
   for name in ("user_features_pure.csv", "video_features_basic_pure.csv"):
     shutil.copy(FIXTURE / name, directory / name)
   with open(FIXTURE / "user_features_pure.csv") as f:
@@ -97,10 +97,10 @@ def scale(args) -> None:
   import jax
   import numpy as np
 
-  from hgrank_jax.data import synthetic
-  from hgrank_jax.data.block_dataset import open_block_dataset
+  from hgrank_jax.data.sim import synthetic
+  from hgrank_jax.data.formats.block_dataset import open_block_dataset
   from hgrank_jax.data.pipeline import StreamingBatcher
-  from hgrank_jax.train import data_mesh, replicated_sharding
+  from hgrank_jax.parallel import data_mesh, replicated_sharding
   from hgrank_jax.train.loop import MAX_STEPS_IN_FLIGHT
   from hgrank_jax.train.objectives import build_objective
   from hgrank_jax.train.state import init_train_state, make_optimizer
@@ -245,9 +245,10 @@ def main():
 
   tfds.disable_progress_bar()
 
-  from hgrank_jax.data import ArrayBatcher, tfds_builders
+  from hgrank_jax.data import ArrayBatcher
+  from hgrank_jax.data.official import tfds_builders
   from hgrank_jax.data.pipeline import BlockSource, StreamingBatcher
-  from hgrank_jax.train import data_mesh
+  from hgrank_jax.parallel import data_mesh
 
   with tempfile.TemporaryDirectory() as tmp:
     manual, data_dir = pathlib.Path(tmp, "manual"), pathlib.Path(tmp, "tfds")

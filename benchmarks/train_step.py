@@ -70,7 +70,7 @@ def measure(batch_size: int, steps: int, rounds: int, batched_aux: str) -> dict:
   from hgrank_jax.data import ArrayBatcher, load_dataset
   from hgrank_jax.models import RVQ_COLLECTION, ResidualVQ
   from hgrank_jax.train.objectives import build_objective, hgr_model_from_config
-  from hgrank_jax.train.sharding import batch_sharding, data_mesh
+  from hgrank_jax.parallel.sharding import batch_sharding, data_mesh
   from hgrank_jax.train.state import init_replicated_train_state, make_optimizer
   from hgrank_jax.train.steps import make_train_step
 

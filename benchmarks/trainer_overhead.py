@@ -57,7 +57,7 @@ def _bare_examples_per_s(config, dataset, steps: int, k: int) -> tuple[float, fl
 
   from hgrank_jax.data import ArrayBatcher, chunks
   from hgrank_jax.train.objectives import build_objective
-  from hgrank_jax.train.sharding import data_mesh, replicated_sharding
+  from hgrank_jax.parallel.sharding import data_mesh, replicated_sharding
   from hgrank_jax.train.state import init_train_state, make_optimizer
   from hgrank_jax.train.steps import make_multi_step, make_train_step
 
@@ -162,7 +162,7 @@ def main():
 
   import kuairand_sig  # pylint: disable=g-import-not-at-top
   from hgrank_jax.data import load_dataset  # pylint: disable=g-import-not-at-top
-  from hgrank_jax.train import enable_compilation_cache  # pylint: disable=g-import-not-at-top
+  from hgrank_jax.parallel import enable_compilation_cache  # pylint: disable=g-import-not-at-top
 
   enable_compilation_cache()
   device = jax.devices()[0]

@@ -28,12 +28,12 @@ feasible proposals of that seed's PRM + quota and Seq2Slate + quota.
 
 ``--config.scorer_workdir=DIR`` hands the simulator lists' initial ranking to
 a Layer 1 scorer trained by ``launch.train`` on the simulator's logs
-(``configs/simulator.py``; hgrank_jax/rerank/layer1_scores.py): the lists come
+(``configs/simulator.py``; hgrank_jax/experiments/layer1_scores.py): the lists come
 from that run's world and are sorted by its serving logits.
 
 ``kuairand`` (combinable with ``runlocal``: ``kuairand,runlocal``) builds one
 list per user and day from the official logs in ``kuairand.manual_dir``
-(hgrank_jax/data/kuairand_lists.py): release ``1k`` by default (Pure logs about
+(hgrank_jax/data/official/kuairand_lists.py): release ``1k`` by default (Pure logs about
 two exposures per user and day, too few for lists), candidates sorted by the
 video's smoothed click rate on earlier dates, the last ``test_days`` dates as
 the test split and the ``valid_days`` before them as validation, at most

@@ -14,7 +14,8 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from hgrank_jax.blend import experiment, report
+from hgrank_jax.experiments import blend_report as report
+from hgrank_jax.experiments import blend as experiment
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/blend.py[:variant]")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/blend",

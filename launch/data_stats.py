@@ -57,7 +57,8 @@ def _load():
   if _SKIP_MALFORMED.value:
     kwargs["skip_malformed"] = True
   if _TFDS_DIR.value is not None:
-    from hgrank_jax.data import parse_dataset_name, tfds_builders
+    from hgrank_jax.data import parse_dataset_name
+    from hgrank_jax.data.official import tfds_builders
     name, view = parse_dataset_name(_DATASET.value)
     if name not in tfds_builders.BUILDERS or _MANUAL_DIR.value is None:
       raise app.UsageError("--tfds_dir needs an official dataset "

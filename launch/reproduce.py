@@ -12,7 +12,7 @@ continues where it stopped. See configs/table1.py for the variants.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from hgrank_jax.train import enable_compilation_cache
+from hgrank_jax.parallel import enable_compilation_cache
 
 from hgrank_jax.experiments.reproduce import reproduce
 

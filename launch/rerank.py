@@ -5,7 +5,7 @@ r"""Runs the Layer 3 reranking comparison and writes its table.
   python -m launch.rerank --config configs/rerank.py --workdir results/rerank  # committed table
 
 Writes rerank.md, rerank.csv, rerank.json and pareto.png into --workdir (see
-hgrank_jax/rerank/experiment.py for the rows and columns) and prints the table and
+hgrank_jax/experiments/rerank.py for the rows and columns) and prints the table and
 that folder. The default, runs/rerank, is ignored by git, so a run leaves the
 checkout as it was; the committed results/rerank is rewritten only when asked for.
 """
@@ -15,7 +15,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from hgrank_jax.rerank import experiment
+from hgrank_jax.experiments import rerank as experiment
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/rerank.py[:variant]")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/rerank",

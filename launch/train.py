@@ -19,8 +19,8 @@ Slurm/Open MPI (auto-detected), or pass --distributed=on on a Cloud TPU slice.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from hgrank_jax.train import enable_compilation_cache
-from hgrank_jax.train.distributed import MODES, maybe_initialize_distributed
+from hgrank_jax.parallel import enable_compilation_cache
+from hgrank_jax.parallel.distributed import MODES, maybe_initialize_distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:variant]", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints and metrics")

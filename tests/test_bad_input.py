@@ -25,9 +25,11 @@ import pytest
 
 from hgrank_jax import ops, rerank
 from hgrank_jax.blend import calibration, mixer, pacing
-from hgrank_jax.data import (ArrayBatcher, CategoricalFeature, Dataset, FeatureSpec,
-                             NumericFeature, csv_core, kuairand, kuairand_sig, load_dataset,
-                             taobao)
+from hgrank_jax.data import ArrayBatcher, CategoricalFeature, Dataset, FeatureSpec, NumericFeature, load_dataset
+from hgrank_jax.data.official import taobao
+from hgrank_jax.data.formats import csv_core
+from hgrank_jax.data.official import kuairand
+from hgrank_jax.data.official import kuairand_sig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "kuairand_pure"
@@ -738,7 +740,7 @@ def test_workdir_of_another_config_is_refused_naming_the_keys(tmp_path):
 
 
 def test_tfds_dir_prepared_with_other_options_is_refused(kuairand_dir, tmp_path):
-  from hgrank_jax.data import tfds_builders
+  from hgrank_jax.data.official import tfds_builders
   data_dir = tmp_path / "tfds"
   with pytest.raises(FileNotFoundError, match=r"kuairand:pure is not prepared in .*prepare\("):
     tfds_builders.load_prepared("kuairand", "pure", data_dir=data_dir)

@@ -9,8 +9,7 @@ simulated traffic.
 """
 
 from hgrank_jax.blend import calibration, mixer, pacing, shading
-from hgrank_jax.blend.calibration import (expected_calibration_error, reliability_curve,
-                                          restore_params, save_params)
+from hgrank_jax.blend.calibration import reliability_curve, restore_params, save_params
 from hgrank_jax.blend.mixer import (MultiplierNet, fit_multiplier_net, fit_segment_multipliers,
                                     merge_queues, mix_scores)
 from hgrank_jax.blend.pacing import (ControllerGains, ControllerState, anchor_update,

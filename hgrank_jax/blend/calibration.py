@@ -373,28 +373,6 @@ def reliability_curve(probs, labels, *, num_bins=15, where=None):
   return prob_sum / safe, label_sum / safe, count
 
 
-def expected_calibration_error(probs, labels, *, num_bins=15, where=None):
-  """ECE over equal-width bins: the shared metric, on inputs of any shape.
-
-  Delegates to :func:`hgrank_jax.metrics.expected_calibration_error` (one
-  definition for the whole package) after flattening.
-
-  Args:
-    probs: float ``[...]`` predicted probabilities in [0, 1].
-    labels: float ``[...]`` outcomes in {0, 1} (or rates in [0, 1]).
-    num_bins: static number of equal-width bins on [0, 1].
-    where: optional bool mask of the same shape.
-
-  Returns:
-    Float scalar; NaN when no entry is valid.
-  """
-  from hgrank_jax import metrics  # pylint: disable=g-import-not-at-top
-  probs = jnp.asarray(probs, jnp.result_type(float)).reshape(-1)
-  labels = jnp.asarray(labels, probs.dtype).reshape(-1)
-  mask = None if where is None else jnp.asarray(where, bool).reshape(-1)
-  return metrics.expected_calibration_error(probs, labels, num_bins=num_bins, where=mask)
-
-
 def save_params(path, params):
   """Saves a calibration (or any) parameter pytree to directory ``path`` with orbax.
 

@@ -1,6 +1,6 @@
 """Traffic simulator for Layer 2: days of requests competing across business queues.
 
-Built on the foundation simulator (:mod:`hgrank_jax.data.sim_world`): its users,
+Built on the foundation simulator (:mod:`hgrank_jax.data.sim.world`): its users,
 items, business lines and true click model. On top of it this module adds what
 blending needs:
 
@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hgrank_jax.blend import calibration, mixer, pacing, shading
-from hgrank_jax.data.sim_config import SimulatorConfig
-from hgrank_jax.data.sim_world import build_world, true_scores
+from hgrank_jax.data.sim.config import SimulatorConfig
+from hgrank_jax.data.sim.world import build_world, true_scores
 
 
 def _sigmoid(x):

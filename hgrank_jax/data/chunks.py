@@ -30,7 +30,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hgrank_jax.data.inmemory import MASK, ArrayBatcher
-from hgrank_jax.train.sharding import DATA_AXIS, replicated_sharding
+from hgrank_jax.parallel.sharding import DATA_AXIS, replicated_sharding
 
 PLACEMENTS = ("auto", "device", "host")
 # Share of the smallest device memory the resident splits may take: the model,

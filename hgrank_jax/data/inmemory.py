@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from hgrank_jax.train.sharding import (batch_sharding, check_batch_divisible, global_batch,
+from hgrank_jax.parallel.sharding import (batch_sharding, check_batch_divisible, global_batch,
                                        local_batch_slice)
 
 MASK = "mask"

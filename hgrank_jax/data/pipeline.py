@@ -5,7 +5,7 @@ Produces the same batches as :class:`~hgrank_jax.data.inmemory.ArrayBatcher`
 steps, ``get_state``/``set_state``, global arrays on a ``data`` mesh) for data
 that does not fit in memory, reading only one process's share of the records.
 
-* Records are blocks of whole users (:mod:`~hgrank_jax.data.tfds_builders`), so
+* Records are blocks of whole users (:mod:`~hgrank_jax.data.official.tfds_builders`), so
   a read returns >= 1024 rows. The blocks of a split are divided into one
   contiguous range per process (grain's ``ShardOptions`` rule: the remainder goes
   to the first shards); each process yields ``global_batch / process_count``
@@ -24,7 +24,7 @@ that does not fit in memory, reading only one process's share of the records.
   with a ``"where"`` mask ``[batch, L]``; ``"mask"`` ``[batch]`` marks real lists.
 * grain's ``MapDataset(...).to_iter_dataset(ReadOptions)`` reads the next
   windows in background threads while the current one is batched.
-* Block datasets written at scale (:mod:`hgrank_jax.data.block_dataset`) stream
+* Block datasets written at scale (:mod:`hgrank_jax.data.formats.block_dataset`) stream
   through the same :class:`StreamingBatcher`.
 """
 
@@ -38,7 +38,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from hgrank_jax.data.inmemory import MASK
-from hgrank_jax.train.sharding import batch_sharding, check_batch_divisible
+from hgrank_jax.parallel.sharding import batch_sharding, check_batch_divisible
 
 WHERE = "where"
 _BLOCK_INDEX = "block_index"

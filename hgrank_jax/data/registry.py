@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from hgrank_jax.data import kuairand_sig, synthetic
+from hgrank_jax.data.sim import synthetic
+from hgrank_jax.data.official import kuairand_sig
 from hgrank_jax.data.dataset import Dataset
 
 # name -> (loader(view, seed, **kwargs), views, default view)
@@ -27,11 +28,20 @@ _LOADERS: dict[str, tuple[Callable[..., Dataset], tuple[str, ...], str]] = {
 
 
 
+def official_builders():
+  """The :mod:`hgrank_jax.data.official.tfds_builders` module, imported on first use.
+
+  TFDS takes seconds to import and the bundled data, the simulator and the
+  tests of everything else need none of it, so this is the package's one
+  deliberate function-local import (see docs/architecture.md).
+  """
+  from hgrank_jax.data.official import tfds_builders  # pylint: disable=g-import-not-at-top
+  return tfds_builders
+
+
 def _official_loader(name: str) -> Callable[..., Dataset]:
   def loader(view, seed, **kwargs):
-    # Imported on use: TFDS takes seconds to import and the bundled data needs none of it.
-    from hgrank_jax.data import tfds_builders
-    return tfds_builders.load(name, view, seed=seed, **kwargs)
+    return official_builders().load(name, view, seed=seed, **kwargs)
   return loader
 
 

@@ -27,7 +27,11 @@ import orbax.checkpoint as ocp
 
 from hgrank_jax.data.dataset import Dataset
 from hgrank_jax.models import RVQ_COLLECTION
+from hgrank_jax.data.sim import synthetic
 from hgrank_jax.train.checkpoint import CHECKPOINT_DIR
+from hgrank_jax.train.evaluation import classification_metrics
+from hgrank_jax.train.objectives import hgr_model_from_config, scorer_from_config
+from hgrank_jax.train.writers import read_metrics
 
 
 def normalized_mutual_information(a: np.ndarray, b: np.ndarray) -> float:
@@ -85,7 +89,6 @@ def learned_user_codes(workdir: str | pathlib.Path, dataset: Dataset) -> tuple[n
   Each user is encoded from its first training row (the user tower reads only
   user fields, so any of the user's rows gives the same embedding).
   """
-  from hgrank_jax.train.objectives import hgr_model_from_config  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir)
   config = _run_config(workdir)
   if config.objective.name != "hgr":
@@ -112,18 +115,12 @@ def encode_users(config: ml_collections.ConfigDict, spec, params, model_state,
   and context fields of ``batch`` may be anything valid. Works for GroupCE
   runs and for plain scorers (pointwise objectives).
   """
-  from hgrank_jax.models import make_scorer  # pylint: disable=g-import-not-at-top
-  from hgrank_jax.train.objectives import (  # pylint: disable=g-import-not-at-top
-      _scorer_kwargs, hgr_model_from_config)
   if config.objective.name == "hgr":
     model = hgr_model_from_config(config, spec)
     embed = lambda m, b: m.scorer.encode(b)[0]
     variables = {"params": params, **model_state}
   else:
-    kwargs = _scorer_kwargs(config)
-    if config.objective.name == "jrc":
-      kwargs["num_tasks"] = 2
-    model = make_scorer(config.model.name, spec, **kwargs)
+    model = scorer_from_config(config, spec)
     embed = lambda m, b: m.encode(b)[0]
     variables = {"params": params}
   embeddings = model.apply(variables, batch, method=embed)
@@ -184,8 +181,6 @@ def simulator_oracle_metrics(view: str, seed: int = 0) -> dict[str, dict[str, fl
   position-debiased scorer estimates); ``click_prob`` also includes the position
   bias of the logged slot. Both are scored against the logged test clicks.
   """
-  from hgrank_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  from hgrank_jax.train.evaluation import classification_metrics  # pylint: disable=g-import-not-at-top
   logs = synthetic.make_dataset(synthetic.config_for_view(view, seed=seed))
   test = logs.dataset.split("test")
   spec = logs.dataset.spec
@@ -214,7 +209,6 @@ def harder_negatives_report(workdirs) -> dict[str, Any]:
     ``{"runs": n, "records": m, "levels": [{"level", <stat>: mean, "logit_gap":
     pos_logit - neg_logit}, ...]}``; ``levels`` is empty when no run reported them.
   """
-  from hgrank_jax.train.writers import read_metrics  # pylint: disable=g-import-not-at-top
   workdirs = list(workdirs)
   records = []
   for workdir in workdirs:

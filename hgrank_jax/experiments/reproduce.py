@@ -28,7 +28,7 @@ import numpy as np
 
 from hgrank_jax.data import load_dataset, user_activity_groups
 from hgrank_jax.data.stats import COLD_MAX_TRAIN_ROWS, WARM_MAX_TRAIN_ROWS
-from hgrank_jax.data.synthetic import build_world, config_for_view
+from hgrank_jax.data.sim.synthetic import build_world, config_for_view
 from hgrank_jax.experiments import mechanisms, report
 from hgrank_jax.experiments import runs as runs_lib
 from hgrank_jax.experiments.tables import (METRICS, MIN_SEEDS_FOR_INTERVAL, Row, run_row,

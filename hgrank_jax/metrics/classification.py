@@ -224,13 +224,14 @@ def expected_calibration_error(probs: Array, labels: Array, *,
   Bins split ``[0, 1]`` into ``num_bins`` equal widths; a probability on an
   inner edge falls in the lower bin (scikit-learn's ``calibration_curve``
   convention, so its ``prob_true``/``prob_pred`` reproduce this value). NaN
-  when no row is valid.
+  when no row is valid. Entries are pooled, so any shape works (e.g. a
+  ``[days, users]`` grid of a blending simulation).
 
   Args:
-    probs: ``[n]`` predicted probabilities in ``[0, 1]``.
-    labels: ``[n]`` labels in ``[0, 1]``.
+    probs: ``[...]`` predicted probabilities in ``[0, 1]``.
+    labels: ``[...]`` labels (or observed rates) in ``[0, 1]``, shaped as ``probs``.
     num_bins: static number of bins (>= 1).
-    where: optional ``[n]`` bool mask.
+    where: optional ``[...]`` bool mask, shaped as ``probs``.
 
   Returns:
     Scalar metric.
@@ -244,7 +245,13 @@ def expected_calibration_error(probs: Array, labels: Array, *,
   if isinstance(num_bins, bool) or not isinstance(num_bins, int) or (
       num_bins < 1):
     raise ValueError(f"num_bins must be a static int >= 1, got {num_bins!r}")
-  probs, labels, valid = _prepare("probs", probs, labels, where)
+  shape = jnp.shape(probs)
+  for name, other in (("labels", labels), ("where", where)):
+    if other is not None and jnp.shape(other) != shape:
+      raise ValueError(f"{name} must have the same shape as probs {shape}, got "
+                       f"{jnp.shape(other)}")
+  probs, labels, valid = _prepare("probs", jnp.ravel(probs), jnp.ravel(labels),
+                                  None if where is None else jnp.ravel(where))
   dtype = _accumulator_dtype()
   edges = jnp.linspace(0.0, 1.0, num_bins + 1, dtype=probs.dtype)
   bins = jnp.searchsorted(edges[1:-1], probs, side="left")

@@ -15,7 +15,7 @@ across it, so an item's new score can depend on what else is in the list:
   is differentiable end to end; :meth:`Seq2Slate.decode` decodes greedily or
   by beam search with hard masks, optionally restricting every position to
   the constrained greedy's feasible picks
-  (:func:`hgrank_jax.rerank.constrained.allowed_picks`: per-category minimum
+  (:func:`hgrank_jax.ops.category_constraints.allowed_picks`: per-category minimum
   and maximum counts and a run length), so the learned model never emits an
   infeasible list when a feasible one exists; :meth:`Seq2Slate.sample` and
   :meth:`Seq2Slate.log_prob` give the masked policy's lists and
@@ -38,7 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hgrank_jax.rerank.constrained import advance, allowed_picks, category_state
+from hgrank_jax.ops.category_constraints import advance, allowed_picks, category_state
 
 _MASKED = -1e9
 
@@ -224,7 +224,7 @@ class Seq2Slate(nn.Module):
     """Greedy or beam decoding with hard masks: int32 ``[B, k]``, ``-1`` when nothing is allowed.
 
     Chosen candidates are always masked. With ``categories`` every position
-    is also restricted to :func:`hgrank_jax.rerank.constrained.allowed_picks`
+    is also restricted to :func:`hgrank_jax.ops.category_constraints.allowed_picks`
     (the constrained greedy's own rule), so the list honours ``min_count``,
     ``max_count`` and ``max_run`` whenever a feasible list exists.
 

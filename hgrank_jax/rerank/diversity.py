@@ -23,7 +23,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from hgrank_jax.rerank._batch import CHUNK_SIZE, valid_mask, vmap_lists
+from hgrank_jax.ops.list_batch import CHUNK_SIZE, valid_mask, vmap_lists
 
 _NEG_INF = -jnp.inf
 

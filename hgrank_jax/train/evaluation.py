@@ -27,7 +27,7 @@ from hgrank_jax.data import chunks
 from hgrank_jax.data.features import FeatureSpec
 from hgrank_jax.data.inmemory import MASK, eval_batches
 from hgrank_jax.metrics.classification import device_ctr_metrics
-from hgrank_jax.train.sharding import batch_sharding, gather_to_host, replicated_sharding
+from hgrank_jax.parallel.sharding import batch_sharding, gather_to_host, replicated_sharding
 
 # Validation metrics early stopping may watch, and whether larger is better.
 METRIC_MODES = {"gauc": "max", "auc": "max", "logloss": "min"}
@@ -114,7 +114,7 @@ class DeviceSplit:
 
   >>> import jax.numpy as jnp
   >>> from hgrank_jax.data import CategoricalFeature, FeatureSpec
-  >>> from hgrank_jax.train.sharding import data_mesh
+  >>> from hgrank_jax.parallel.sharding import data_mesh
   >>> spec = FeatureSpec(categorical=(CategoricalFeature("u", 3, "user"),), labels=("y",),
   ...                    user_field="u")
   >>> split = DeviceSplit(lambda p, s, b: p * b["x"], {"x": np.array([1., -2., 3.]),

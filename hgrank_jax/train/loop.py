@@ -31,7 +31,7 @@ the splits are copied onto the devices once, each dispatch transfers only its
 row indices (:mod:`hgrank_jax.data.chunks`), and validation is scored and
 measured on the devices in one call (:class:`~hgrank_jax.train.evaluation.DeviceSplit`).
 The host reads the step metrics only at logs, evaluations and checkpoints.
-In a multi-process run (:mod:`~hgrank_jax.train.distributed`) every process
+In a multi-process run (:mod:`~hgrank_jax.parallel.distributed`) every process
 runs this function: each feeds its rows of every global batch, all save the
 checkpoint together, and only process 0 writes metrics, results and predictions.
 """
@@ -48,13 +48,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hgrank_jax.data import ArrayBatcher, Dataset, FeatureSpec, chunks, load_dataset
+from hgrank_jax.data import (ArrayBatcher, Dataset, FeatureSpec, chunks, load_dataset, pipeline,
+                             registry)
+from hgrank_jax.data.formats import block_dataset
 from hgrank_jax.train import checkpoint as ckpt_lib
 from hgrank_jax.train import preemption
 from hgrank_jax.train.early_stopping import EarlyStopping
 from hgrank_jax.train.evaluation import (METRIC_MODES, DeviceSplit, classification_metrics,
                                          evaluate_split, predict_split)
-from hgrank_jax.train.sharding import check_batch_divisible, data_mesh, replicated_sharding
+from hgrank_jax.parallel.sharding import check_batch_divisible, data_mesh, replicated_sharding
+from hgrank_jax.train.objectives import build_objective
 from hgrank_jax.train.state import Objective, init_train_state, make_optimizer
 from hgrank_jax.train.steps import make_multi_step, make_predict_step, make_train_step
 from hgrank_jax.train.writers import MetricsWriter, Progress, RunContext, summary_line
@@ -168,7 +171,7 @@ def _open_data(config, dataset: Dataset | None, mesh) -> _Data:
   """Memory: ArrayBatcher over a loaded Dataset. Streaming: StreamingBatcher over blocks.
 
   Streaming reads ``config.data_path``: a block dataset (``blocks.json``, e.g.
-  :func:`hgrank_jax.data.synthetic.write_blocks`) or a TFDS ``data_dir`` where
+  :func:`hgrank_jax.data.sim.synthetic.write_blocks`) or a TFDS ``data_dir`` where
   ``config.dataset`` (an official dataset) was prepared. Each process reads only
   its blocks of the train split (grain shard by process index); the valid and
   test splits are read whole into memory for exact evaluation.
@@ -188,7 +191,6 @@ def _open_data(config, dataset: Dataset | None, mesh) -> _Data:
     resident = chunks.place_replicated(columns, mesh) if placement == "device" else None
     return _Data(dataset.spec, train, example, dataset.split("valid"), dataset.split("test"),
                  placement, reason, resident)
-  from hgrank_jax.data import block_dataset, pipeline  # pylint: disable=g-import-not-at-top
   path = os.path.expanduser(str(config.data_path))
   window = int(config.get("stream_window_blocks", 8))
   if os.path.exists(os.path.join(path, block_dataset.BLOCKS_METADATA)):
@@ -196,14 +198,14 @@ def _open_data(config, dataset: Dataset | None, mesh) -> _Data:
     spec, source = blocks.spec, blocks.source("train")
     valid, test = blocks.load_split("valid"), blocks.load_split("test")
   else:
-    from hgrank_jax.data import registry, tfds_builders  # pylint: disable=g-import-not-at-top
+    tfds_builders = registry.official_builders()
     name, view = registry.parse_dataset_name(config.dataset)
     if name not in tfds_builders.BUILDERS:
       raise FileNotFoundError(
           f"config.data_path={path} holds no block dataset ({block_dataset.BLOCKS_METADATA} is "
           f"missing) and config.dataset={config.dataset!r} is not an official dataset prepared "
-          "with TFDS; write blocks with hgrank_jax.data.synthetic.write_blocks or "
-          "hgrank_jax.data.block_dataset.BlockDatasetWriter")
+          "with TFDS; write blocks with hgrank_jax.data.sim.synthetic.write_blocks or "
+          "hgrank_jax.data.formats.block_dataset.BlockDatasetWriter")
     builder = tfds_builders.open_builder(name, view, data_dir=path)
     spec = tfds_builders.spec_of(builder)
     source = pipeline.BlockSource.from_tfds(builder, "train")
@@ -304,7 +306,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
   data = _open_data(config, dataset, mesh)
   if objective is None:
-    from hgrank_jax.train.objectives import build_objective  # pylint: disable=g-import-not-at-top
     objective = build_objective(config, data.spec)
   optimizer = make_optimizer(config)
   train_batcher = data.train

@@ -40,6 +40,15 @@ def _scorer_kwargs(config) -> dict[str, Any]:
   return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
 
 
+def scorer_from_config(config, spec: FeatureSpec):
+  """The plain scorer that a pointwise or JRC ``config`` trains (two task heads for
+  JRC), for training and for analyses that reload a run's weights."""
+  kwargs = _scorer_kwargs(config)
+  if config.objective.name == "jrc":
+    kwargs["num_tasks"] = 2
+  return make_scorer(config.model.name, spec, **kwargs)
+
+
 def _segments(batch, spec: FeatureSpec, lists: str):
   if lists not in LIST_CONTEXTS:
     raise ValueError(f"config.objective.lists must be one of {LIST_CONTEXTS}, got {lists!r}")
@@ -77,10 +86,7 @@ def build_objective(config, spec: FeatureSpec) -> Objective:
 
   if name in ("pointwise", "jrc"):
     num_tasks = 2 if name == "jrc" else 1
-    kwargs = _scorer_kwargs(config)
-    if name == "jrc":
-      kwargs["num_tasks"] = 2
-    model = make_scorer(config.model.name, spec, **kwargs)
+    model = scorer_from_config(config, spec)
     if name == "pointwise":
       loss_fn = losses.get_loss(config.objective.loss, weight=(
           float(config.objective.ranking_weight) if "+" in config.objective.loss else None))

@@ -38,7 +38,7 @@ from hgrank_jax.train.evaluation import METRIC_MODES, DeviceSplit, classificatio
 from hgrank_jax.train.loop import (PREDICTIONS_FILE, RESULTS_FILE, steps_per_dispatch,
                                    validate_config)
 from hgrank_jax.train.objectives import build_objective
-from hgrank_jax.train.sharding import batch_sharding, data_mesh
+from hgrank_jax.parallel.sharding import batch_sharding, data_mesh
 from hgrank_jax.train.state import Objective, init_train_state, make_optimizer
 from hgrank_jax.train.steps import train_step_fn
 from hgrank_jax.train.writers import MetricsWriter

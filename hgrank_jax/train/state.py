@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hgrank_jax.train import sharding as sharding_lib
+from hgrank_jax.parallel import sharding as sharding_lib
 
 Batch = Mapping[str, jax.Array]
 Variables = Mapping[str, Any]

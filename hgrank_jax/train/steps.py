@@ -24,7 +24,7 @@ import optax
 from jax.sharding import Mesh
 
 from hgrank_jax.data.chunks import gather_rows, stacked_sharding
-from hgrank_jax.train.sharding import batch_sharding, replicated_sharding
+from hgrank_jax.parallel.sharding import batch_sharding, replicated_sharding
 from hgrank_jax.train.state import Objective
 
 
@@ -122,7 +122,7 @@ def make_multi_step(objective: Objective, optimizer: optax.GradientTransformatio
     float32 ``[n]`` vector (step order), left on the device.
 
   >>> import jax, jax.numpy as jnp, optax
-  >>> from hgrank_jax.train.sharding import data_mesh, replicated_sharding
+  >>> from hgrank_jax.parallel.sharding import data_mesh, replicated_sharding
   >>> obj = Objective(init=lambda rng, b: {"params": {"w": jnp.zeros(())}},
   ...                 loss=lambda p, s, b, r: (jnp.mean((p["w"] - b["x"]) ** 2), (s, {})),
   ...                 predict=lambda p, s, b: p["w"] + 0 * b["x"])

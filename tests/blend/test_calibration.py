@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from hgrank_jax import metrics
 from hgrank_jax.blend import calibration as cal
 from hgrank_jax.blend import pav
 
@@ -118,10 +119,10 @@ def test_calibration_reduces_ece_on_held_out():
   labels = (rng.random(16_000) < 1 / (1 + np.exp(-(0.8 * raw - 2.0)))).astype(np.float32)
   raw_prob = 1 / (1 + np.exp(-2.5 * raw))  # a miscalibrated squashing
   train, test = slice(0, 8_000), slice(8_000, None)
-  before = float(cal.expected_calibration_error(raw_prob[test], labels[test]))
+  before = float(metrics.expected_calibration_error(raw_prob[test], labels[test]))
   for method in ("platt", "isotonic", "bucketed"):
     params = cal.fit(method, raw_prob[train], labels[train])
-    after = float(cal.expected_calibration_error(cal.apply(method, params, raw_prob[test]),
+    after = float(metrics.expected_calibration_error(cal.apply(method, params, raw_prob[test]),
                                                  labels[test]))
     assert after < 0.2 * before, (method, before, after)
 
@@ -130,9 +131,9 @@ def test_ece_closed_form():
   probs = np.array([0.1, 0.1, 0.9, 0.9])
   labels = np.array([0, 1, 1, 1])
   # bin of 0.1: |0.1 - 0.5| = 0.4; bin of 0.9: |0.9 - 1| = 0.1; equal counts.
-  np.testing.assert_allclose(cal.expected_calibration_error(probs, labels, num_bins=10), 0.25,
+  np.testing.assert_allclose(metrics.expected_calibration_error(probs, labels, num_bins=10), 0.25,
                              rtol=1e-6)
-  assert np.isnan(cal.expected_calibration_error(probs, labels, where=np.zeros(4, bool)))
+  assert np.isnan(metrics.expected_calibration_error(probs, labels, where=np.zeros(4, bool)))
 
 
 def test_reliability_curve_reproduces_ece():
@@ -142,7 +143,7 @@ def test_reliability_curve_reproduces_ece():
   mean_prob, mean_label, count = map(np.asarray, cal.reliability_curve(probs, labels))
   keep = count > 0
   by_curve = np.sum(count[keep] * np.abs(mean_prob[keep] - mean_label[keep])) / count.sum()
-  np.testing.assert_allclose(cal.expected_calibration_error(probs, labels), by_curve, rtol=1e-5)
+  np.testing.assert_allclose(metrics.expected_calibration_error(probs, labels), by_curve, rtol=1e-5)
 
 
 def test_save_restore_roundtrip(tmp_path):

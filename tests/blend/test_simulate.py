@@ -5,7 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hgrank_jax.blend import pacing, report
+from hgrank_jax.blend import pacing
+from hgrank_jax.experiments import blend_report as report
 from hgrank_jax.blend import simulate as sim
 
 TINY = sim.TrafficConfig(num_users=200, num_items=600, pool_requests=300, num_days=1,

@@ -12,7 +12,7 @@ import pathlib
 import random
 import shutil
 
-from hgrank_jax.data import kuairand
+from hgrank_jax.data.official import kuairand
 
 FIXTURE = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "kuairand_pure"
 DATES = tuple(20220408 + d for d in range(8))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hgrank_jax.data import csv_core
+from hgrank_jax.data.formats import csv_core
 
 
 def _write(path, text, encoding="utf-8"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hgrank_jax.data import ArrayBatcher, eval_batches
-from hgrank_jax.train import data_mesh
+from hgrank_jax.parallel import data_mesh
 
 
 def _columns(n=1003):
@@ -86,7 +86,7 @@ class _FakeSharding:
 
 
 def test_local_batch_slice_is_the_rows_of_this_process():
-  from hgrank_jax.train.sharding import batch_sharding, local_batch_slice
+  from hgrank_jax.parallel.sharding import batch_sharding, local_batch_slice
   assert local_batch_slice(batch_sharding(data_mesh()), 64) == slice(0, 64)  # one process
   # Process 1 of 2, 4 devices each, global batch 64: rows 32..63, in any device order.
   assert local_batch_slice(_FakeSharding([(48, 56), (32, 40), (56, 64), (40, 48)]), 64) == \

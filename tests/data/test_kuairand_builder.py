@@ -18,7 +18,10 @@ import sys
 import numpy as np
 import pytest
 
-from hgrank_jax.data import available_datasets, csv_core, kuairand, tfds_builders
+from hgrank_jax.data import available_datasets
+from hgrank_jax.data.formats import csv_core
+from hgrank_jax.data.official import kuairand
+from hgrank_jax.data.official import tfds_builders
 
 FIXTURE = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "kuairand_pure"
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -11,7 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from hgrank_jax.data import kuairand, kuairand_lists
+from hgrank_jax.data.official import kuairand
+from hgrank_jax.data.official import kuairand_lists
 from tests.data.kuairand_daily import write_daily_logs
 
 

@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from hgrank_jax.data import kuairand_sig, load_dataset
+from hgrank_jax.data import load_dataset
+from hgrank_jax.data.official import kuairand_sig
 from hgrank_jax.data.splits import per_user_split_sizes
 
 BUNDLED = kuairand_sig.BUNDLED_DIR

@@ -8,7 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from hgrank_jax.data import csv_core, movielens, tfds_builders
+from hgrank_jax.data.formats import csv_core
+from hgrank_jax.data.official import movielens
+from hgrank_jax.data.official import tfds_builders
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GENRES = ["Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",

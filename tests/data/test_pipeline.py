@@ -5,10 +5,11 @@ import jax
 import numpy as np
 import pytest
 
-from hgrank_jax.data import ArrayBatcher, tfds_builders
+from hgrank_jax.data import ArrayBatcher
+from hgrank_jax.data.official import tfds_builders
 from hgrank_jax.data.pipeline import (BlockSource, StreamingBatcher, group_into_lists,
                                       lists_from_rows, shard_range, streaming_eval_batches)
-from hgrank_jax.train import data_mesh
+from hgrank_jax.parallel import data_mesh
 from tests.data.test_kuairand_builder import write_kuairand
 
 
@@ -226,7 +227,7 @@ def test_tfds_resume_on_eight_devices_matches_an_uninterrupted_run(prepared_kuai
 
 
 def test_block_dataset_writer_round_trips_chunks_of_any_size(tmp_path):
-  from hgrank_jax.data.block_dataset import BlockDatasetWriter, open_block_dataset
+  from hgrank_jax.data.formats.block_dataset import BlockDatasetWriter, open_block_dataset
   rng = np.random.default_rng(0)
   n = 1000
   columns = {"row": np.arange(n, dtype=np.int64), "x": rng.normal(size=(n, 3)).astype(np.float32)}
@@ -256,7 +257,7 @@ def test_block_dataset_writer_round_trips_chunks_of_any_size(tmp_path):
 
 
 def test_block_dataset_errors_are_clear(tmp_path):
-  from hgrank_jax.data.block_dataset import BlockDatasetWriter, open_block_dataset
+  from hgrank_jax.data.formats.block_dataset import BlockDatasetWriter, open_block_dataset
   writer = BlockDatasetWriter(tmp_path / "d", block_rows=4)
   writer.write("train", {"a": np.zeros(3, np.int32)})
   with pytest.raises(ValueError, match="columns or dtypes changed"):

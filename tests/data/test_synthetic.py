@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hgrank_jax.data import synthetic
-from hgrank_jax.data.sim_world import GuidedInverseCdf
-from hgrank_jax.data.synthetic import (SimulatorConfig, build_world, concat_log_chunks,
+from hgrank_jax.data.sim import synthetic
+from hgrank_jax.data.sim.world import GuidedInverseCdf
+from hgrank_jax.data.sim.synthetic import (SimulatorConfig, build_world, concat_log_chunks,
                                        config_for_view, iter_log_chunks, iter_list_chunks,
                                        list_chunk, list_utility, log_chunk, make_dataset,
                                        make_request_lists, true_scores)
@@ -418,7 +418,7 @@ def test_views_give_the_documented_sizes():
 
 
 def test_user_profile_is_noisy_preference_fixed_per_user_and_off_by_default():
-  from hgrank_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from hgrank_jax.data.sim import synthetic  # pylint: disable=g-import-not-at-top
   plain = synthetic.make_dataset(synthetic.config_for_view("tiny"))
   assert "user_profile" not in plain.dataset.split("train") and not plain.dataset.spec.numeric
   noise = 0.5

@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from hgrank_jax.data import csv_core, taobao, tfds_builders
+from hgrank_jax.data.official import taobao
+from hgrank_jax.data.formats import csv_core
+from hgrank_jax.data.official import tfds_builders
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # (user, time_stamp, adgroup_id, pid, nonclk, clk); user 777 has no profile row.

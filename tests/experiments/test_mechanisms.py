@@ -37,7 +37,7 @@ def test_learned_codes_of_a_trained_run_match_the_model_and_report_nmi(tmp_path)
   import sys
   import jax.numpy as jnp
   from hgrank_jax.data import build_world, load_dataset
-  from hgrank_jax.data.synthetic import config_for_view
+  from hgrank_jax.data.sim.synthetic import config_for_view
   from hgrank_jax.experiments.mechanisms import restore_best, learned_user_codes, simulator_code_report
   from hgrank_jax.models import RVQ_COLLECTION
   from hgrank_jax.train.loop import train_and_evaluate
@@ -107,7 +107,7 @@ def test_harder_negatives_report_averages_logged_records(tmp_path):
 
 def test_simulator_oracle_auc_equals_sklearn_on_true_probabilities():
   from sklearn.metrics import roc_auc_score  # pylint: disable=g-import-not-at-top
-  from hgrank_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from hgrank_jax.data.sim import synthetic  # pylint: disable=g-import-not-at-top
   from hgrank_jax.experiments.mechanisms import simulator_oracle_metrics  # pylint: disable=g-import-not-at-top
   oracle = simulator_oracle_metrics("tiny", seed=0)
   logs = synthetic.make_dataset(synthetic.config_for_view("tiny", seed=0))

@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from hgrank_jax.rerank import experiment, list_sources
+from hgrank_jax.experiments import rerank as experiment
+from hgrank_jax.experiments import rerank_lists as list_sources
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "configs"))
 import rerank as rerank_config  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from hgrank_jax.data import load_dataset, make_request_lists
-from hgrank_jax.data.synthetic import config_for_view, log_feature_spec
-from hgrank_jax.rerank import layer1_scores, learned
+from hgrank_jax.data.sim.synthetic import config_for_view, log_feature_spec
+from hgrank_jax.rerank import learned
+from hgrank_jax.experiments import layer1_scores
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "configs"))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -29,15 +30,14 @@ def run(tmp_path_factory):
 
 def test_candidates_are_resorted_by_the_runs_serving_logits(run):
   from hgrank_jax.experiments.mechanisms import restore_best  # pylint: disable=g-import-not-at-top
-  from hgrank_jax.models import make_scorer  # pylint: disable=g-import-not-at-top
-  from hgrank_jax.train.objectives import _scorer_kwargs  # pylint: disable=g-import-not-at-top
+  from hgrank_jax.train.objectives import scorer_from_config  # pylint: disable=g-import-not-at-top
   workdir, config = run
   sim = config_for_view("tiny", seed=0)
   lists = make_request_lists(sim)
   rescored = layer1_scores.rescore_with_run(workdir, lists, sim)
   # Reference: the scorer applied to each request's candidates as one batch, bias tower off.
   params, _ = restore_best(workdir)
-  model = make_scorer(config.model.name, log_feature_spec(sim), **_scorer_kwargs(config))
+  model = scorer_from_config(config, log_feature_spec(sim))
   x, y = lists.inputs, rescored.inputs
   for r in range(len(x["user_id"])):
     valid = x["where"][r]

@@ -17,7 +17,7 @@ import pytest
 from hgrank_jax.data import ArrayBatcher, chunks
 from hgrank_jax.train import preemption
 from hgrank_jax.train.loop import train_and_evaluate
-from hgrank_jax.train.sharding import data_mesh
+from hgrank_jax.parallel.sharding import data_mesh
 from hgrank_jax.train.writers import read_metrics
 from tests.train.helpers import logistic_objective, loop_config, tiny_dataset
 

@@ -23,7 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from hgrank_jax.train import distributed
+from hgrank_jax.parallel import distributed
 from hgrank_jax.train.loop import train_and_evaluate
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from hgrank_jax.models import RVQ_COLLECTION
 from hgrank_jax.train.evaluation import DeviceSplit, evaluate_split
 from hgrank_jax.train.loop import train_and_evaluate
 from hgrank_jax.train.objectives import build_objective, hgr_model_from_config
-from hgrank_jax.train.sharding import data_mesh
+from hgrank_jax.parallel.sharding import data_mesh
 from hgrank_jax.train.steps import make_predict_step
 from hgrank_jax.train.writers import read_metrics
 

@@ -9,8 +9,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from hgrank_jax.data import synthetic
-from hgrank_jax.data.block_dataset import open_block_dataset
+from hgrank_jax.data.sim import synthetic
+from hgrank_jax.data.formats.block_dataset import open_block_dataset
 from hgrank_jax.train.evaluation import classification_metrics
 from hgrank_jax.train.loop import train_and_evaluate
 

@@ -31,7 +31,7 @@ import types
 
 import numpy as np
 
-from hgrank_jax.data import csv_core
+from hgrank_jax.data.formats import csv_core
 from hgrank_jax.data.features import CategoricalFeature, FeatureSpec, NumericFeature
 
 TIANCHI = "https://tianchi.aliyun.com/dataset/"

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import grain
 import numpy as np
 
+from hgrank_jax.data.features import FeatureSpec
 from hgrank_jax.data.pipeline import BlockSource
 
 BLOCKS_METADATA = "blocks.json"
@@ -167,7 +168,6 @@ class BlockDataset:
     self.metadata = json.loads(path.read_text())
     spec = self.metadata.get("spec")
     if spec is not None:
-      from hgrank_jax.data.features import FeatureSpec  # pylint: disable=g-import-not-at-top
       spec = FeatureSpec.from_dict(spec)
     self.spec = spec
 

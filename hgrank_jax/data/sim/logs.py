@@ -23,8 +23,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from hgrank_jax.data.sim_config import SimulatorConfig
-from hgrank_jax.data.sim_world import (LOG_STREAM, SimWorld, build_world,
+from hgrank_jax.data.sim.config import SimulatorConfig
+from hgrank_jax.data.sim.world import (LOG_STREAM, SimWorld, build_world,
                                        observed_user_profiles, true_scores)
 
 

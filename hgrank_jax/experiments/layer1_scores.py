@@ -22,10 +22,13 @@ import pathlib
 import ml_collections
 import numpy as np
 
-from hgrank_jax.data import synthetic
-from hgrank_jax.data.sim_config import SimulatorConfig
-from hgrank_jax.data.sim_lists import RequestLists
-from hgrank_jax.data.sim_world import build_world, observed_user_profiles
+from hgrank_jax.data.sim import synthetic
+from hgrank_jax.data.sim.config import SimulatorConfig
+from hgrank_jax.data.sim.lists import RequestLists
+from hgrank_jax.data.sim.world import build_world, observed_user_profiles
+from hgrank_jax.experiments.mechanisms import encode_users, restore_best
+from hgrank_jax.train.evaluation import predict_split
+from hgrank_jax.train.objectives import build_objective
 
 # The [R, n, ...] arrays of RequestLists, permuted together when re-sorting.
 PER_CANDIDATE_INPUTS = ("item_id", "category", "business", "item_embedding", "item_value",
@@ -76,10 +79,6 @@ def score_candidates(workdir: str | pathlib.Path, lists: RequestLists,
     the run's user-tower output, the personalised user vector the learned
     rerankers read).
   """
-  from hgrank_jax.experiments.mechanisms import (  # pylint: disable=g-import-not-at-top
-      encode_users, restore_best)
-  from hgrank_jax.train.evaluation import predict_split  # pylint: disable=g-import-not-at-top
-  from hgrank_jax.train.objectives import build_objective  # pylint: disable=g-import-not-at-top
   run_config, scorer_config = run_world(workdir)
   check_same_world(lists_config, scorer_config)
   spec = synthetic.log_feature_spec(scorer_config)

@@ -1,4 +1,4 @@
-"""Batching helper shared by the inference rerankers.
+"""Lifting a one-list function to any batch of lists, shared by the rerankers and decoders.
 
 Every reranker is written for one candidate list and lifted to any number of
 leading batch axes here: the leading axes are flattened into one, the

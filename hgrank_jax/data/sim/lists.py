@@ -31,9 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hgrank_jax.data.sim_logs import chunk_request_range, iter_chunks, retrieve_candidates
-from hgrank_jax.data.sim_config import SimulatorConfig
-from hgrank_jax.data.sim_world import LIST_STREAM, SimWorld, true_scores
+from hgrank_jax.data.sim.logs import chunk_request_range, iter_chunks, retrieve_candidates
+from hgrank_jax.data.sim.config import SimulatorConfig
+from hgrank_jax.data.sim.world import LIST_STREAM, SimWorld, true_scores
 
 
 # Compiled as a whole: eager op-by-op dispatch would compile each of its ~15 ops

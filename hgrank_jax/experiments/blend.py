@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hgrank_jax import metrics
 from hgrank_jax.blend import calibration, mixer, pacing, shading
 from hgrank_jax.blend import simulate as sim
 
@@ -67,8 +68,8 @@ def fit_layer2(config, pool, lines, num_segments, traffic):
     # Full-length arrays with a mask (not slices): one compiled shape for all.
     held_out = ~train & rows
     raw, clicks = logs["raw"], logs["click"]
-    ece[line] = (float(calibration.expected_calibration_error(raw, clicks, where=held_out)),
-                 float(calibration.expected_calibration_error(mapped, clicks, where=held_out)))
+    ece[line] = (float(metrics.expected_calibration_error(raw, clicks, where=held_out)),
+                 float(metrics.expected_calibration_error(mapped, clicks, where=held_out)))
     curves[line] = (calibration.reliability_curve(raw, clicks, where=held_out),
                     calibration.reliability_curve(mapped, clicks, where=held_out))
   segment_ece = _segment_ece(method, logs, train, calibrated, lines, num_segments)
@@ -108,7 +109,7 @@ def _segment_ece(method, logs, train, pooled, lines, num_segments):
       mask = held_out & (logs["segment"] == segment)
       if mask.sum() == 0:
         continue
-      pairs.append(tuple(float(calibration.expected_calibration_error(p, logs["click"], where=mask))
+      pairs.append(tuple(float(metrics.expected_calibration_error(p, logs["click"], where=mask))
                          for p in (pooled, conditional)))
     out[line] = tuple(float(x) for x in np.mean(pairs, axis=0))
   return out

@@ -10,7 +10,7 @@ measures the constrained greedy's objective gap to the MILP optimum. Used by
 ``launch/rerank.py``.
 
 ``config.dataset`` picks the lists (simulator or official KuaiRand logs); see
-:mod:`hgrank_jax.rerank.list_sources`. A quota can be impossible for a
+:mod:`hgrank_jax.experiments.rerank_lists`. A quota can be impossible for a
 KuaiRand list, so the constrained methods run best effort and the table
 reports the share of test lists where the quota can be met.
 """
@@ -28,7 +28,7 @@ import numpy as np
 from hgrank_jax.data import list_utility
 from hgrank_jax.metrics import lists as list_metrics
 from hgrank_jax.rerank import diversity, learned
-from hgrank_jax.rerank.list_sources import load_lists
+from hgrank_jax.experiments.rerank_lists import load_lists
 from hgrank_jax.rerank import generator_evaluator as ge
 from hgrank_jax.rerank.constrained import constrained, exact, list_objective
 

@@ -4,7 +4,7 @@ One training job may run as several processes (one per GPU host, one per TPU VM
 worker, or several on one machine). Each runs the same command; JAX's
 distributed runtime connects them through a coordinator (process 0), after
 which ``jax.devices()`` lists every process's devices and one ``jax.jit``
-program runs over all of them (see :mod:`~hgrank_jax.train.sharding` and
+program runs over all of them (see :mod:`~hgrank_jax.parallel.sharding` and
 :mod:`~hgrank_jax.train.loop`). :func:`maybe_initialize_distributed` must run
 before anything touches a JAX backend; ``launch/train.py`` calls it first.
 

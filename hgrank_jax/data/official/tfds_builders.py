@@ -1,7 +1,7 @@
 """TFDS builders (TensorFlow-free, ``array_record``) for the official datasets.
 
-Every official dataset module (:mod:`~hgrank_jax.data.kuairand`,
-:mod:`~hgrank_jax.data.movielens`, :mod:`~hgrank_jax.data.taobao`) exposes
+Every official dataset module (:mod:`~hgrank_jax.data.official.kuairand`,
+:mod:`~hgrank_jax.data.official.movielens`, :mod:`~hgrank_jax.data.official.taobao`) exposes
 ``read(manual_dir, config, skip_malformed=...) -> (spec, columns, info)`` and
 ``expected_files(config)``. This module turns that into:
 
@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from hgrank_jax.data.dataset import SPLITS, Dataset
+from hgrank_jax.data.formats import csv_core
 from hgrank_jax.data.features import FeatureSpec
 from hgrank_jax.data.splits import split_rows
 
@@ -42,10 +43,10 @@ VERSION = "1.0.0"
 # TFDS builder name -> (module, its configs). Names carry a prefix so they never
 # collide with TFDS's own catalog (which has a `movielens`).
 BUILDERS = {
-    "kuairand": ("hgrank_jax.data.kuairand", ("pure", "1k", "27k")),
-    "movielens": ("hgrank_jax.data.movielens", ("100k", "1m")),
-    "taobao_ad": ("hgrank_jax.data.taobao", ("default",)),
-    "taobao_userbehavior": ("hgrank_jax.data.taobao", ("default",)),
+    "kuairand": ("hgrank_jax.data.official.kuairand", ("pure", "1k", "27k")),
+    "movielens": ("hgrank_jax.data.official.movielens", ("100k", "1m")),
+    "taobao_ad": ("hgrank_jax.data.official.taobao", ("default",)),
+    "taobao_userbehavior": ("hgrank_jax.data.official.taobao", ("default",)),
 }
 
 
@@ -175,12 +176,12 @@ def builder_class(name: str) -> type:
         features = tfds.features.FeaturesDict(_tensor_features(self._preloaded[1]))
       return tfds.core.DatasetInfo(
           builder=self, description=f"{name} ({self.builder_config.name}) from the official "
-          "files, in blocks of whole users; see hgrank_jax.data.tfds_builders.",
+          "files, in blocks of whole users; see hgrank_jax.data.official.tfds_builders.",
           features=features, metadata=tfds.core.MetadataDict(), disable_shuffling=True)
 
     def _split_generators(self, dl_manager):
       if self._preloaded is None:
-        raise ValueError(f"build {name} with hgrank_jax.data.tfds_builders.prepare(), which "
+        raise ValueError(f"build {name} with hgrank_jax.data.official.tfds_builders.prepare(), which "
                          "reads the official files first")
       spec, columns, info = self._preloaded
       indices = assign_splits(spec, columns, self._split_seed)
@@ -243,7 +244,6 @@ def prepare(name: str, config: str, *, manual_dir, data_dir, split_seed: int = 0
   """
   module = dataset_module(name)
   manual_dir, data_dir = pathlib.Path(manual_dir).expanduser(), pathlib.Path(data_dir).expanduser()
-  from hgrank_jax.data import csv_core  # local: keeps the import graph one-way
   csv_core.check_files(manual_dir, module.expected_files(config), dataset=f"{name}:{config}",
                        instructions=module.INSTRUCTIONS)
   existing = open_builder(name, config, data_dir=data_dir, must_exist=False)
@@ -275,7 +275,7 @@ def open_builder(name: str, config: str, *, data_dir, must_exist: bool = True):
     if must_exist:
       raise FileNotFoundError(
           f"{name}:{config} is not prepared in {data_dir}; run "
-          f"hgrank_jax.data.tfds_builders.prepare({name!r}, {config!r}, manual_dir=DIR, "
+          f"hgrank_jax.data.official.tfds_builders.prepare({name!r}, {config!r}, manual_dir=DIR, "
           f"data_dir={str(data_dir)!r}) first")
     return None
   return builder

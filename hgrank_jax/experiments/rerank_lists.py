@@ -3,7 +3,7 @@
 ``config.dataset`` picks the lists. "simulator": the simulator's requests,
 split by count, scored against the true click probabilities (true utility).
 "kuairand": official KuaiRand logs (``config.kuairand.manual_dir``), one list
-per user and day (:mod:`hgrank_jax.data.kuairand_lists`), split by date, scored
+per user and day (:mod:`hgrank_jax.data.official.kuairand_lists`), split by date, scored
 against the observed labels ("label utility": their DCG with diminishing
 returns for repeated categories); the category and business counts come from
 the data. On KuaiRand a quota can be impossible for a list (too few
@@ -19,9 +19,10 @@ import dataclasses
 
 import numpy as np
 
-from hgrank_jax.data import SimulatorConfig, kuairand_lists, make_request_lists
-from hgrank_jax.data.sim_lists import RequestLists
-from hgrank_jax.rerank import layer1_scores
+from hgrank_jax.data import SimulatorConfig, make_request_lists
+from hgrank_jax.data.official import kuairand_lists
+from hgrank_jax.data.sim.lists import RequestLists
+from hgrank_jax.experiments import layer1_scores
 
 
 def _subset(lists, rows):

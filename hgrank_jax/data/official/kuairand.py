@@ -29,7 +29,7 @@ import pathlib
 
 import numpy as np
 
-from hgrank_jax.data import csv_core
+from hgrank_jax.data.formats import csv_core
 from hgrank_jax.data.features import CategoricalFeature, FeatureSpec, NumericFeature
 
 CONFIGS = ("pure", "1k", "27k")

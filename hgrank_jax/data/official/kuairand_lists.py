@@ -2,8 +2,8 @@
 
 The bundled KuaiRand subset is too sparse for lists (about 3.4 test rows per
 user and no categories), but the official releases log every exposure. This
-module turns a release read by :func:`hgrank_jax.data.kuairand.read` into the
-same :class:`~hgrank_jax.data.sim_lists.RequestLists` the simulator produces,
+module turns a release read by :func:`hgrank_jax.data.official.kuairand.read` into the
+same :class:`~hgrank_jax.data.sim.lists.RequestLists` the simulator produces,
 so every reranker and the comparison of ``launch.rerank`` run on it unchanged.
 
 A request is one user's exposures from the standard recommender
@@ -44,8 +44,9 @@ import pathlib
 
 import numpy as np
 
-from hgrank_jax.data import csv_core, kuairand
-from hgrank_jax.data.sim_lists import RequestLists
+from hgrank_jax.data.formats import csv_core
+from hgrank_jax.data.official import kuairand
+from hgrank_jax.data.sim.lists import RequestLists
 
 
 def _rate_logit(positives, exposures, prior, strength):

@@ -5,20 +5,20 @@ categories, business lines, position bias, random exposure, true list
 utilities), so this simulator generates it with the truth kept on the side.
 The generative model is described in docs/simulator.md; the pieces are:
 
-* :mod:`~hgrank_jax.data.sim_config` — :class:`SimulatorConfig`, every knob
+* :mod:`~hgrank_jax.data.sim.config` — :class:`SimulatorConfig`, every knob
   with its default;
-* :mod:`~hgrank_jax.data.sim_world` — users on a trie of clusters, items, and
+* :mod:`~hgrank_jax.data.sim.world` — users on a trie of clusters, items, and
   the true click and long-view probabilities (:func:`true_scores`);
-* :mod:`~hgrank_jax.data.sim_logs` — logged impressions (logging policy plus a
+* :mod:`~hgrank_jax.data.sim.logs` — logged impressions (logging policy plus a
   random-exposure slice), generated lazily in deterministic chunks;
-* :mod:`~hgrank_jax.data.sim_lists` — reranking requests and the list utility
+* :mod:`~hgrank_jax.data.sim.lists` — reranking requests and the list utility
   with diminishing returns for repeated categories.
 
 This module assembles them: :func:`make_dataset` returns the pointwise logs as a
 :class:`~hgrank_jax.data.dataset.Dataset` (split per user) plus their truth, and
 :func:`make_request_lists` returns the reranking benchmark. For sizes that do
 not fit in memory, :func:`write_blocks` streams :func:`iter_log_chunks` into
-array_record shards (:class:`~hgrank_jax.data.block_dataset.BlockDatasetWriter`)
+array_record shards (:class:`~hgrank_jax.data.formats.block_dataset.BlockDatasetWriter`)
 one chunk at a time, for training with ``config.data_source = "streaming"``.
 
 >>> sim = make_dataset(config_for_view("tiny", seed=0))
@@ -34,13 +34,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from hgrank_jax.data.dataset import SPLITS, Dataset
+from hgrank_jax.data.formats.block_dataset import BlockDatasetWriter
 from hgrank_jax.data.features import CategoricalFeature, FeatureSpec, NumericFeature
-from hgrank_jax.data.sim_config import SimulatorConfig
-from hgrank_jax.data.sim_lists import (RequestLists, concat_lists, iter_list_chunks, list_chunk,
+from hgrank_jax.data.sim.config import SimulatorConfig
+from hgrank_jax.data.sim.lists import (RequestLists, concat_lists, iter_list_chunks, list_chunk,
                                        list_utility)
-from hgrank_jax.data.sim_logs import (LogChunk, concat_log_chunks, iter_log_chunks, log_chunk,
+from hgrank_jax.data.sim.logs import (LogChunk, concat_log_chunks, iter_log_chunks, log_chunk,
                                       num_chunks, retrieve_candidates)
-from hgrank_jax.data.sim_world import SimWorld, build_world, true_scores
+from hgrank_jax.data.sim.world import SimWorld, build_world, true_scores
 
 SPLIT_STREAM = 3  # the random streams of write_blocks' per-request split
 from hgrank_jax.data.splits import split_rows
@@ -159,7 +160,7 @@ def make_dataset(config: SimulatorConfig, *, split_method: str = "random",
   splits = {s: {k: v[index[s]] for k, v in columns.items()} for s in SPLITS}
   truth = {s: {k: v[index[s]] for k, v in logs.truth.items()} for s in SPLITS}
   info = {
-      "source": "hgrank_jax.data.synthetic",
+      "source": "hgrank_jax.data.sim.synthetic",
       "config": config.to_dict(),
       "split_method": split_method,
       "fractions": list(fractions),
@@ -200,7 +201,7 @@ def write_blocks(config: SimulatorConfig, directory, *,
   request goes to train/valid/test with probabilities ``fractions``, drawn from
   the stream ``(seed, SPLIT_STREAM, chunk)``, so the result is deterministic.
   Ground truth is not written. Open the result with
-  :func:`~hgrank_jax.data.block_dataset.open_block_dataset`.
+  :func:`~hgrank_jax.data.formats.block_dataset.open_block_dataset`.
 
   Args:
     config: the simulator configuration (``num_requests`` x
@@ -214,11 +215,10 @@ def write_blocks(config: SimulatorConfig, directory, *,
   Returns:
     The stored metadata (``blocks.json``): rows and blocks per split.
   """
-  from hgrank_jax.data.block_dataset import BlockDatasetWriter  # pylint: disable=g-import-not-at-top
   if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
     raise ValueError(f"write_blocks: fractions must be 3 shares summing to 1, got {fractions}")
   world = build_world(config)
-  info = {"source": "hgrank_jax.data.synthetic.write_blocks", "config": config.to_dict(),
+  info = {"source": "hgrank_jax.data.sim.synthetic.write_blocks", "config": config.to_dict(),
           "split_method": "per request", "fractions": list(fractions)}
   writer = BlockDatasetWriter(directory, log_feature_spec(config), block_rows=block_rows,
                               blocks_per_shard=blocks_per_shard, info=info)

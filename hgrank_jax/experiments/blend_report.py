@@ -1,7 +1,7 @@
 """Writes the Layer 2 experiment's results: tables, target checks and PNG plots.
 
 :func:`write_results` takes the output of
-:func:`hgrank_jax.blend.experiment.run_experiment` and writes, into one folder:
+:func:`hgrank_jax.experiments.blend.run_experiment` and writes, into one folder:
 ``table.md`` / ``table.csv`` (one row per blending variant), ``targets.md``
 (each issue target with its measured numbers), ``summary.json``, and the plots
 ``loads.png`` (windowed load against target), ``lambda.png`` (shadow prices),

@@ -26,7 +26,7 @@ import dataclasses
 
 import numpy as np
 
-from hgrank_jax.data.sim_config import SimulatorConfig
+from hgrank_jax.data.sim.config import SimulatorConfig
 
 # Seed-sequence stream ids: the world and each kind of chunk draw from
 # independent streams, so adding requests never changes the world.
