@@ -91,8 +91,8 @@ def train_step_costs(batch_size, steps, rounds):
   from hgrank_jax.train.state import init_replicated_train_state, make_optimizer  # pylint: disable=g-import-not-at-top
   from hgrank_jax.train.steps import make_train_step  # pylint: disable=g-import-not-at-top
 
-  sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs"))
-  import common  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+  from configs import common  # pylint: disable=g-import-not-at-top
 
   dataset = load_dataset("kuairand_sig:paper")
   mesh = data_mesh()

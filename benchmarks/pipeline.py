@@ -105,8 +105,8 @@ def scale(args) -> None:
   from hgrank_jax.train.objectives import build_objective
   from hgrank_jax.train.state import init_train_state, make_optimizer
   from hgrank_jax.train.steps import make_train_step
-  sys.path.insert(0, str(ROOT / "configs"))
-  import simulator as simulator_config  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, str(ROOT))  # configs/ is a package at the repository root
+  from configs import simulator as simulator_config  # pylint: disable=g-import-not-at-top
 
   rows = 50_000_000 if args.large else args.simulator_rows
   # The "default" world (20k users, 20k items) with as many requests as rows asked

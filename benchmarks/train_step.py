@@ -74,8 +74,8 @@ def measure(batch_size: int, steps: int, rounds: int, batched_aux: str) -> dict:
   from hgrank_jax.train.state import init_replicated_train_state, make_optimizer
   from hgrank_jax.train.steps import make_train_step
 
-  sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs"))
-  import common  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+  from configs import common  # pylint: disable=g-import-not-at-top
 
   load_before = os.getloadavg()[0]
   device = jax.devices()[0]

@@ -47,7 +47,6 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "configs"))
 
 
 def _bare_examples_per_s(config, dataset, steps: int, k: int) -> tuple[float, float]:
@@ -123,11 +122,11 @@ def _trainer_examples_per_s(config, dataset, workdir, *, skip_windows: int,
           "eval_s": sum(eval_seconds) / len(eval_seconds) if eval_seconds else None}
 
 
-def _table1_quick_seconds(results_dir: str) -> float:
+def _table1_quick_seconds(workdir: str) -> float:
   start = time.perf_counter()
   subprocess.run([sys.executable, "-m", "launch.reproduce",
                   "--config=configs/table1.py:kuairand_sig,quick",
-                  f"--config.results_dir={results_dir}"], cwd=ROOT, check=True,
+                  f"--workdir={workdir}"], cwd=ROOT, check=True,
                  capture_output=True, text=True)
   return time.perf_counter() - start
 
@@ -160,7 +159,7 @@ def main():
 
   import jax  # pylint: disable=g-import-not-at-top
 
-  import kuairand_sig  # pylint: disable=g-import-not-at-top
+  from configs import kuairand_sig  # pylint: disable=g-import-not-at-top
   from hgrank_jax.data import load_dataset  # pylint: disable=g-import-not-at-top
   from hgrank_jax.parallel import enable_compilation_cache  # pylint: disable=g-import-not-at-top
 

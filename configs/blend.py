@@ -15,11 +15,15 @@ Override any field, e.g. ``--config.win_model=direct`` or
 
 import ml_collections
 
+from configs import common
+
 NAN = float("nan")
+VARIANTS = ("runlocal",)
 
 
 def get_config(arg=None):
   """Returns the experiment config; ``arg="runlocal"`` shrinks it."""
+  variants = common.parse_variants(arg, VARIANTS, __file__)
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.calibration_method = "isotonic"   # platt | isotonic | quantile | bucketed
@@ -72,7 +76,7 @@ def get_config(arg=None):
   config.governed_gains = ml_collections.ConfigDict(dict(
       kp=2.5, ki=0.8, kd=1.0, smoothing=0.8, max_step=0.5, max_lambda=1e3))
 
-  if arg == "runlocal":
+  if "runlocal" in variants:
     traffic.num_users = 400
     traffic.num_items = 1000
     traffic.pool_requests = 2000
@@ -85,6 +89,4 @@ def get_config(arg=None):
     traffic.shocks = (("live", 1.2, 0.3, 0.0),)
     traffic.log_impressions = 8000
     config.spend_check = False
-  elif arg not in (None, ""):
-    raise ValueError(f"unknown variant {arg!r}; use configs/blend.py or configs/blend.py:runlocal")
   return config

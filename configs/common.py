@@ -1,8 +1,14 @@
-"""Shared pieces of the training configs: defaults, objective variants, runlocal shrinking.
+"""Shared pieces of the configs: defaults, objective variants, runlocal shrinking, variant parsing.
 
-Config files import :func:`base_config` and :func:`apply_variants`; a variant
-string such as ``"runlocal,groupce"`` selects the objective and the size.
+Every config file reads its ``arg`` (the ``:variants`` part of ``--config
+configs/X.py:variants``) with :func:`parse_variants`, which checks each
+comma-separated name against the file's known variants. Training configs build
+on :func:`base_config` and :func:`apply_variants`, where a variant string such
+as ``"runlocal,groupce"`` selects the objective and the size.
 """
+
+import os
+from typing import Iterable, Sequence
 
 import ml_collections
 
@@ -15,6 +21,45 @@ OBJECTIVE_VARIANTS = {
     "jrc": dict(name="jrc", loss="jrc"),
     "groupce": dict(name="hgr", loss="hgr"),
 }
+# The variants every training config knows: the size, then the objectives.
+TRAIN_VARIANTS = ("runlocal", *OBJECTIVE_VARIANTS)
+
+
+def parse_variants(arg: str | Iterable[str] | None, known: Sequence[str],
+                   config_file: str | None = None) -> list[str]:
+  """The variant names in ``arg``, in order, each checked against ``known``.
+
+  ``arg`` is the comma-separated ``:variants`` part of ``--config`` (empty names
+  are skipped, a repeated name counts once) or an already split sequence. Any
+  name outside ``known`` raises one ``ValueError`` that names it, the config file
+  and every known variant.
+
+  Args:
+    arg: ``"runlocal,groupce"``, ``["runlocal", "groupce"]``, ``""`` or ``None``.
+    known: the variants the config file accepts, in the order the error lists them.
+    config_file: the file's ``__file__``, shown as ``configs/<name>.py`` in the error.
+
+  Returns:
+    The names, a ``list[str]`` in the order given.
+
+  >>> parse_variants("runlocal,groupce", TRAIN_VARIANTS)
+  ['runlocal', 'groupce']
+  >>> parse_variants(None, TRAIN_VARIANTS)
+  []
+  >>> parse_variants("runlokal", ("runlocal", "kuairand"), "configs/rerank.py")
+  Traceback (most recent call last):
+  ...
+  ValueError: configs/rerank.py: unknown config variant 'runlokal'; known: runlocal, kuairand
+  """
+  names = arg.split(",") if isinstance(arg, str) else list(arg or ())
+  names = list(dict.fromkeys(name.strip() for name in names if name.strip()))
+  unknown = [name for name in names if name not in known]
+  if unknown:
+    where = f"configs/{os.path.basename(config_file)}: " if config_file else ""
+    plural = "s" if len(unknown) > 1 else ""
+    raise ValueError(f"{where}unknown config variant{plural} {', '.join(map(repr, unknown))}; "
+                     f"known: {', '.join(known)}")
+  return names
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -63,10 +108,11 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
-def official_config(dataset: str, arg: str | None) -> ml_collections.ConfigDict:
+def official_config(dataset: str, arg: str | None,
+                    config_file: str | None = None) -> ml_collections.ConfigDict:
   """An official dataset (files read from config.manual_dir) at the paper's settings.
 
-  Paper settings (seed 002, section 6.1.3): batch 4096, AdamW with learning rate
+  Paper settings (section 6.1.3): batch 4096, AdamW with learning rate
   1e-4, embedding width max(floor(log2(cardinality)) * 2, 16), a 2-4 layer main
   network of 64-512 units, codebook size 4-32 and 1-4 levels for GroupCE,
   evaluation every 1000 steps with early stopping on validation GAUC. Variants as
@@ -79,22 +125,27 @@ def official_config(dataset: str, arg: str | None) -> ml_collections.ConfigDict:
   config.eval_every_steps = 1000
   config.log_every_steps = 100
   config.model.hidden_layers = (512, 256, 128)
-  return apply_variants(config, arg)
+  return apply_variants(config, arg, config_file)
 
 
-def apply_variants(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
-  """Applies comma-separated variants: objective names and ``runlocal``."""
-  for variant in filter(None, (arg or "").split(",")):
+def apply_variants(config: ml_collections.ConfigDict, arg: str | Iterable[str] | None,
+                   config_file: str | None = None) -> ml_collections.ConfigDict:
+  """Applies training variants (:data:`TRAIN_VARIANTS`): objective names and ``runlocal``.
+
+  ``arg`` is parsed by :func:`parse_variants`; objectives apply in order, so the
+  last one named wins. Returns ``config``, changed in place.
+
+  >>> apply_variants(base_config(), "runlocal,groupce").objective.loss
+  'hgr'
+  """
+  for variant in parse_variants(arg, TRAIN_VARIANTS, config_file):
     if variant in OBJECTIVE_VARIANTS:
       config.objective.update(OBJECTIVE_VARIANTS[variant])
-    elif variant == "runlocal":
+    else:  # runlocal
       config.batch_size = 256
       config.eval_batch_size = 1024
       config.num_train_steps = 20
       config.eval_every_steps = 10
       config.log_every_steps = 5
       config.model.hidden_layers = (32, 16)
-    else:
-      raise ValueError(f"unknown config variant {variant!r}; known: runlocal, "
-                       + ", ".join(OBJECTIVE_VARIANTS))
   return config

@@ -12,14 +12,11 @@ at batch 4096, and 1e-4 needs thousands of steps to converge; the Table 1
 reproduction selects it on validation.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import common
 
 
 def get_config(arg=None):
+  """The config; ``arg``: comma-separated variants from ``common.TRAIN_VARIANTS``."""
   config = common.base_config()
   config.dataset = "kuairand_sig:paper"
   config.learning_rate = 1e-3
@@ -27,4 +24,4 @@ def get_config(arg=None):
   config.eval_every_steps = 43    # about one epoch of the training split
   config.log_every_steps = 43
   config.early_stopping.patience = 5
-  return common.apply_variants(config, arg)
+  return common.apply_variants(config, arg, __file__)

@@ -8,12 +8,9 @@ r"""MovieLens-1M (ratings >= 4 are positives; see docs/datasets.md) at the paper
 Settings and variants: see ``common.official_config``.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import common
 
 
 def get_config(arg=None):
-  return common.official_config("movielens:1m", arg)
+  """The config; ``arg``: comma-separated variants from ``common.TRAIN_VARIANTS``."""
+  return common.official_config("movielens:1m", arg, __file__)

@@ -49,12 +49,14 @@ share of test lists where it can be met.
 
 import ml_collections
 
+from configs import common
+
+VARIANTS = ("runlocal", "kuairand")
+
 
 def get_config(arg=None):
-  variants = set(arg.split(",")) if arg else set()
-  unknown = variants - {"runlocal", "kuairand"}
-  if unknown:
-    raise ValueError(f"unknown variant(s) {sorted(unknown)}; known: runlocal, kuairand")
+  """The config; ``arg``: comma-separated names from ``VARIANTS``."""
+  variants = common.parse_variants(arg, VARIANTS, __file__)
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.dataset = "simulator"      # or "kuairand"

@@ -20,21 +20,21 @@ groupce, runlocal), plus ``example``. Two small sizes, for different purposes:
 
 The dataset size is ``config.dataset`` ("synthetic:tiny",
 "synthetic:small" (default, 200k rows), "synthetic:default" (2M), "synthetic:large").
-The logged position feeds the bias tower only (seed 004): used in training,
+The logged position feeds the bias tower only: used in training,
 dropped at serving. The ``profiled`` variant trains on "synthetic:profiled": the same
 world without position bias and with an observed user profile (true preference +
 noise) in the user tower, the stand-in for the paper's rich user features.
 """
 
-import os
-import sys
+from configs import common
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+VARIANTS = (*common.TRAIN_VARIANTS, "example", "profiled")
 
 
 def get_config(arg=None):
-  variants = [v for v in (arg or "").split(",") if v]
+  """The config; ``arg``: comma-separated names from ``VARIANTS``."""
+  variants = common.parse_variants(arg, VARIANTS, __file__)
   profiled = "profiled" in variants
   config = common.base_config()
   config.dataset = "synthetic:profiled" if profiled else "synthetic:small"
@@ -51,5 +51,4 @@ def get_config(arg=None):
     config.log_every_steps = 25
     config.learning_rate = 3e-3
     config.model.hidden_layers = (32, 16)
-  return common.apply_variants(
-      config, ",".join(v for v in variants if v not in ("profiled", "example")) or None)
+  return common.apply_variants(config, [v for v in variants if v in common.TRAIN_VARIANTS])

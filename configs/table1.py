@@ -6,6 +6,8 @@ r"""The paper's experiments (Tables 1-3, Figure 4) on one dataset.
   python -m launch.reproduce --config configs/table1.py:simulator_profiled,core
   python -m launch.reproduce --config configs/table1.py:kuairand_pure \
       --config.train.manual_dir=/path/to/KuaiRand-Pure/data
+  python -m launch.reproduce --config configs/table1.py:kuairand_sig,quick \
+      --workdir results/kuairand_sig_quick   # regenerates the committed tables
 
 Datasets: kuairand_sig (default), simulator, simulator_profiled (no position bias,
 an observed user profile in the user tower; see configs/simulator.py),
@@ -17,29 +19,28 @@ runlocal (seconds; for tests). Every row's hyperparameters are chosen on
 validation GAUC with seed 0 from the declared grid; the test split is never used
 for a choice.
 
-Where files go: tables and plots into ``<results_dir>/<name>/`` with
-``results_dir = "runs"`` by default, a folder that ``.gitignore`` keeps out of
-the checkout, so a run never rewrites the committed tables. The committed
+Where files go: tables and plots into ``--workdir``, ``runs/<name>/`` by default
+(e.g. ``runs/kuairand_sig_quick/``), a folder that ``.gitignore`` keeps out of the
+checkout, so a run never rewrites the committed tables. The committed
 ``results/`` tables are regenerated on purpose, with the same command plus
-``--config.results_dir=results``. Finished runs are cached under
-``<results_dir>/<name>/runs`` (ignored by git in both places) by config hash, so
-an interrupted reproduction continues where it stopped.
+``--workdir results/<name>``. Finished runs are cached under ``<workdir>/runs``
+(ignored by git in both places) by config hash, so an interrupted reproduction
+continues where it stopped.
 """
 
-import os
-import sys
+import importlib
 
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import common
 
 # dataset variant -> (config module, its variant)
 DATASET_CONFIGS = {"kuairand_sig": ("kuairand_sig", None), "simulator": ("simulator", None),
                    "simulator_profiled": ("simulator", "profiled"),
                    "kuairand_pure": ("kuairand_pure", None), "taobao_ad": ("taobao_ad", None),
                    "movielens": ("movielens", None)}
-VARIANTS = ("quick", "core", "runlocal")
+SIZES = ("quick", "core", "runlocal")
+VARIANTS = (*DATASET_CONFIGS, *SIZES)
 
 
 def _row(key, name, overrides, grid=None):
@@ -51,15 +52,14 @@ def _objective(variant):
 
 
 def get_config(arg=None):
-  variants = [v for v in (arg or "").split(",") if v]
+  """The tables' config; ``arg``: at most one dataset and any of ``SIZES``, comma-separated."""
+  variants = common.parse_variants(arg, VARIANTS, __file__)
   datasets = [v for v in variants if v in DATASET_CONFIGS]
-  unknown = [v for v in variants if v not in DATASET_CONFIGS and v not in VARIANTS]
-  if unknown or len(datasets) > 1:
-    raise ValueError(f"configs/table1.py: unknown or repeated variants {unknown or datasets}; "
-                     f"use one of {sorted(DATASET_CONFIGS)} plus optionally {', '.join(VARIANTS)}")
+  if len(datasets) > 1:
+    raise ValueError(f"configs/table1.py: one dataset per run, got {', '.join(datasets)}")
   name = datasets[0] if datasets else "kuairand_sig"
   module_name, dataset_variant = DATASET_CONFIGS[name]
-  module = __import__(module_name)
+  module = importlib.import_module(f"configs.{module_name}")
   train_variants = [v for v in (dataset_variant, "runlocal" if "runlocal" in variants else None) if v]
   train = module.get_config(",".join(train_variants) or None)
 
@@ -67,11 +67,10 @@ def get_config(arg=None):
   weight_grid = [0.1, 1.0]
   codes_grid = {"num_levels": [3, 2], "codebook_size": [8, 16]}
   config = ml_collections.ConfigDict()
-  config.name = name
+  config.name = name                 # the default workdir is runs/<name>
   config.command_config = f"configs/table1.py:{arg or name}"
   config.train = train
-  config.results_dir = "runs"        # ignored by git; "results" regenerates the committed tables
-  config.runs_dir = ""               # "" -> <results_dir>/<name>/runs
+  config.runs_dir = ""               # "" -> <workdir>/runs
   config.num_seeds = 5
   config.selection_metric = "gauc"
   config.tables = ("table1", "table3", "figure4")

@@ -8,12 +8,9 @@ r"""Taobao display-ad click data (Tianchi 56; see docs/datasets.md) at the paper
 Settings and variants: see ``common.official_config``.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import common
 
 
 def get_config(arg=None):
-  return common.official_config("taobao_ad:default", arg)
+  """The config; ``arg``: comma-separated variants from ``common.TRAIN_VARIANTS``."""
+  return common.official_config("taobao_ad:default", arg, __file__)

@@ -16,13 +16,20 @@ from that build:
 Bad input (missing files, a malformed row, an unknown dataset or view) ends the
 run with exit status 1 and one message naming the file, line or name, without
 a traceback.
+
+Unlike launch.train, launch.reproduce, launch.rerank and launch.blend, this
+launcher takes no ``--config`` and no ``--workdir``: it inspects a dataset and
+runs no experiment, so there is no config to record, no run state to resume
+and nothing to collect in a folder. Its input is a dataset name (the
+``config.dataset`` of a training config) and its output the printed summary,
+plus the one file ``--json`` names and the TFDS build ``--tfds_dir`` names.
 """
 
 import json
 
 from absl import app, flags
 
-from hgrank_jax.data import load_dataset, split_stats, user_activity_groups
+from hgrank_jax.data import load_dataset, parse_dataset_name, split_stats, user_activity_groups
 from hgrank_jax.data.stats import format_table
 
 _DATASET = flags.DEFINE_string("dataset", "kuairand_sig:paper", "name[:view], e.g. kuairand_sig:given")
@@ -57,8 +64,8 @@ def _load():
   if _SKIP_MALFORMED.value:
     kwargs["skip_malformed"] = True
   if _TFDS_DIR.value is not None:
-    from hgrank_jax.data import parse_dataset_name
-    from hgrank_jax.data.official import tfds_builders
+    # Imports TensorFlow Datasets (seconds): only a TFDS build needs it.
+    from hgrank_jax.data.official import tfds_builders  # pylint: disable=g-import-not-at-top
     name, view = parse_dataset_name(_DATASET.value)
     if name not in tfds_builders.BUILDERS or _MANUAL_DIR.value is None:
       raise app.UsageError("--tfds_dir needs an official dataset "

@@ -7,7 +7,7 @@
 # runs/kuairand_sig_quick/, which git ignores, so the checkout stays as it was.
 # Rerunning reuses finished runs. Extra arguments go to launch.reproduce, e.g.
 #   bash launch/quickstart.sh --config.num_seeds=5
-#   bash launch/quickstart.sh --config.results_dir=results   # regenerate the committed tables
+#   bash launch/quickstart.sh --workdir results/kuairand_sig_quick   # the committed tables
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # An explicit (empty) extras argument: a bare `source` would hand this script's

@@ -1,23 +1,26 @@
-r"""Reproduces the paper's tables on one dataset into runs/<name>/ and prints where.
+r"""Reproduces the paper's tables on one dataset into --workdir and prints where.
 
-  python -m launch.reproduce --config configs/table1.py[:dataset[,quick|,runlocal]]
+  python -m launch.reproduce --config configs/table1.py[:dataset[,quick|,core|,runlocal]]
   python -m launch.reproduce --config configs/table1.py:kuairand_sig,quick \
-      --config.results_dir=results        # regenerate the committed results/kuairand_sig_quick/
+      --workdir results/kuairand_sig_quick   # regenerate the committed tables
 
-runs/ is ignored by git, so a reproduction leaves the checkout as it was. Finished
-runs are reused and interrupted ones resumed, so rerunning the same command
-continues where it stopped. See configs/table1.py for the variants.
+Without --workdir the tables go to runs/<name>/ (``runs/kuairand_sig_quick/`` for
+the second command), which git ignores, so a reproduction leaves the checkout as
+it was. Finished runs are reused and interrupted ones resumed, so rerunning the
+same command continues where it stopped. See configs/table1.py for the variants.
 """
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from hgrank_jax.experiments import reproduce as experiment
 from hgrank_jax.parallel import enable_compilation_cache
 
-from hgrank_jax.experiments.reproduce import reproduce
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/table1.py", "table config file[:variant]",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/table1.py",
+                                          "configs/table1.py[:variants]", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                               "where tables, plots and training runs are written "
+                               "(default runs/<name>; runs/ is ignored by git)")
 
 
 def main(argv):
@@ -26,7 +29,8 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   enable_compilation_cache()
-  reproduce(_CONFIG.value)
+  config = _CONFIG.value
+  experiment.run(config, _WORKDIR.value or experiment.default_workdir(config))
 
 
 if __name__ == "__main__":

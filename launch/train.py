@@ -1,11 +1,13 @@
-r"""Trains one config: parse flags, then ``train_and_evaluate(config, workdir)``.
+r"""Trains one config: parse flags, then ``hgrank_jax.experiments.runs.run(config, workdir)``.
 
   python -m launch.train --config configs/kuairand_sig.py --workdir /tmp/hgrank/kuairand
   python -m launch.train --config configs/kuairand_sig.py:runlocal,groupce --workdir /tmp/hg \
       --config.learning_rate=3e-4
 
-Rerunning the same command in the same workdir resumes from its last checkpoint.
-SIGTERM or Ctrl-C saves a checkpoint after the current step and exits 0.
+Checkpoints, config.json, metrics.jsonl, results.json and predictions.npz go to
+--workdir. Rerunning the same command in the same workdir resumes from its last
+checkpoint (a finished one prints its saved results). SIGTERM or Ctrl-C saves a
+checkpoint after the current step and exits 0.
 
 Several processes (GPU hosts, TPU VM workers; see docs/scaling.md and
 launch/run_gpu.sh, launch/run_tpu.sh): run the same command on each, adding
@@ -19,11 +21,15 @@ Slurm/Open MPI (auto-detected), or pass --distributed=on on a Cloud TPU slice.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+# Importing the package touches no JAX backend, so jax.distributed can still start in main.
+from hgrank_jax.experiments import runs as experiment
 from hgrank_jax.parallel import enable_compilation_cache
 from hgrank_jax.parallel.distributed import MODES, maybe_initialize_distributed
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:variant]", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints and metrics")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/X.py[:variants]",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                               "directory for checkpoints, metrics and results; resumed when rerun")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "multi-process: host:port of process 0")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-process: number of processes")
@@ -43,8 +49,7 @@ def main(argv):
   maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                mode=_DISTRIBUTED.value)
   enable_compilation_cache()
-  from hgrank_jax.train.loop import train_and_evaluate  # pylint: disable=g-import-not-at-top
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value)  # returns {"interrupted_at"} on SIGTERM: exit 0
+  experiment.run(_CONFIG.value, _WORKDIR.value)  # returns {"interrupted_at"} on SIGTERM: exit 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""The paper's experiments (seed 002, section 6): Tables 1-3 and Figure 4 from one config.
+"""The paper's experiments (section 6): Tables 1-3 and Figure 4 from one config.
 
-``reproduce(config)`` trains (or reuses) every run a table needs, chooses each
-row's hyperparameters on validation, writes ``<results_dir>/<name>/`` (``runs/``
-by default, outside the tracked tree; see configs/table1.py) and ends by printing
-that folder:
+``run(config, workdir)`` trains (or reuses) every run a table needs, chooses each
+row's hyperparameters on validation, writes its tables and plots into ``workdir``
+(``launch.reproduce`` defaults it to :func:`default_workdir`, ``runs/<name>``,
+outside the tracked tree; see configs/table1.py) and ends by printing that folder:
 ``table1.{md,csv,json}`` (test LogLoss/AUC/GAUC, mean ± std over seeds, paired
 difference to LogLoss with a 95% interval), ``table2.*`` (the same runs on cold
 users, 1-20 training rows, and warm users, 21-50; users with more rows are
@@ -118,13 +118,31 @@ def _harder_negatives(rows, out_dir, dataset_name, log):
   return summary
 
 
-def reproduce(config: ml_collections.ConfigDict, *,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Runs the tables listed in ``config.tables``; returns their summaries."""
+def default_workdir(config: ml_collections.ConfigDict) -> str:
+  """Where ``launch.reproduce`` writes without ``--workdir``: ``runs/<config.name>``.
+
+  ``runs/`` is ignored by git, so a reproduction leaves the checkout as it was.
+
+  >>> default_workdir(ml_collections.ConfigDict({"name": "kuairand_sig_quick"}))
+  'runs/kuairand_sig_quick'
+  """
+  return f"runs/{config.name}"
+
+
+def run(config: ml_collections.ConfigDict, workdir: pathlib.Path | str, *,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Runs the tables listed in ``config.tables`` into ``workdir``; returns their summaries.
+
+  Tables and plots go to ``workdir``, the training runs to ``config.runs_dir``
+  (``""``: ``<workdir>/runs``), one folder per run named by its config hash:
+  rerunning reuses finished runs and resumes an interrupted one from its last
+  checkpoint.
+  """
   base = config.train
   options = {"manual_dir": base.manual_dir} if base.get("manual_dir") else {}
   dataset = load_dataset(base.dataset, seed=int(base.split_seed), **options)
-  out_dir = pathlib.Path(config.results_dir) / config.name
+  out_dir = pathlib.Path(workdir)
+  out_dir.mkdir(parents=True, exist_ok=True)
   runs_dir = pathlib.Path(config.runs_dir or out_dir / "runs")
   seeds = list(range(int(config.num_seeds)))
   interval_note = ("paired 95% t intervals over seeds" if len(seeds) >= MIN_SEEDS_FOR_INTERVAL
@@ -215,8 +233,8 @@ def reproduce(config: ml_collections.ConfigDict, *,
           cfg = runs_lib.with_overrides(fixed, {"hgr.num_levels": num_levels,
                                                 "hgr.codebook_size": size, "seed": seed})
           context = job.context(f"Figure 4, GroupCE with L={num_levels}, K={size}, seed {seed}")
-          values.append(runs_lib.run(cfg, runs_dir, f"fig4-L{num_levels}-K{size}",
-                                     dataset=dataset, context=context)["test"]["gauc"])
+          values.append(runs_lib.cached_run(cfg, runs_dir, f"fig4-L{num_levels}-K{size}",
+                                            dataset=dataset, context=context)["test"]["gauc"])
         gauc[i, j] = float(np.mean(values))
         cells.append({"levels": num_levels, "codebook_size": size, "test_gauc": values})
     report.heatmap_png(out_dir / "figure4.png", gauc, [f"L={l}" for l in levels],

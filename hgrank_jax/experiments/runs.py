@@ -1,9 +1,11 @@
-"""Cached training runs for tables: one workdir per distinct config, named by its hash.
+"""Training runs as experiments: one run in a given workdir, and cached runs for tables.
 
-A table is many ``train_and_evaluate`` runs. Each run's workdir is
-``<runs_dir>/<row>-<hash>`` where the hash covers the whole config, so rerunning
-a reproduction reuses finished runs (the trainer returns their saved results)
-and resumes interrupted ones from their last checkpoint.
+``run(config, workdir)`` is the experiment behind ``launch.train``: one
+``train_and_evaluate`` in ``workdir``. A table is many such runs; with
+:func:`cached_run` each run's workdir is ``<runs_dir>/<row>-<hash>`` where the
+hash covers the whole config, so rerunning a reproduction reuses finished runs
+(the trainer returns their saved results) and resumes interrupted ones from
+their last checkpoint.
 """
 
 from __future__ import annotations
@@ -73,15 +75,31 @@ def workdir_for(config: ml_collections.ConfigDict, runs_dir: pathlib.Path | str,
   return pathlib.Path(runs_dir) / f"{name}-{config_hash(config)}"
 
 
-def run(config: ml_collections.ConfigDict, runs_dir: pathlib.Path | str, name: str,
-        *, dataset=None, context: RunContext | None = None) -> dict[str, Any]:
-  """Trains (or reuses) one run; returns the trainer's results plus ``workdir``.
+def run(config: ml_collections.ConfigDict, workdir: pathlib.Path | str, *, dataset=None,
+        context: RunContext | None = None) -> dict[str, Any]:
+  """Trains ``config`` in ``workdir``, resuming from its last checkpoint when rerun.
+
+  ``train_and_evaluate`` with the launcher's signature: checkpoints,
+  ``config.json``, ``metrics.jsonl``, ``results.json`` and ``predictions.npz`` go
+  to ``workdir``; a finished workdir returns its saved results without training.
+
+  Returns:
+    ``{"valid": {...}, "test": {...}, "best_step", "steps", "stopped_early"}``, or
+    ``{"interrupted_at": step}`` when SIGTERM or SIGINT stopped the run after
+    saving a checkpoint of that step.
+  """
+  return dict(train_and_evaluate(config, workdir, dataset=dataset, context=context))
+
+
+def cached_run(config: ml_collections.ConfigDict, runs_dir: pathlib.Path | str, name: str,
+               *, dataset=None, context: RunContext | None = None) -> dict[str, Any]:
+  """Trains (or reuses) one run in :func:`workdir_for`; returns its results plus ``workdir``.
 
   ``context`` labels the run's console lines with its place in the job (e.g.
   ``[run 3/12] LogLoss + ListCE, seed 1``); see :class:`Job`.
   """
   workdir = workdir_for(config, runs_dir, name)
-  results = dict(train_and_evaluate(config, workdir, dataset=dataset, context=context))
+  results = run(config, workdir, dataset=dataset, context=context)
   if "interrupted_at" in results:  # SIGTERM/SIGINT: the run saved a checkpoint and stopped
     print(f"Interrupted in {workdir} at step {results['interrupted_at']}; rerun the same "
           "command to resume (finished runs are reused).")

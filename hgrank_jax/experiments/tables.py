@@ -116,8 +116,8 @@ def run_row(base, row: Row, seeds: Sequence[int], runs_dir, *, dataset=None,
                f"setting {i + 1} of {len(points)}, {_describe(point)}")
       if job is None:
         log(f"[{row.name}] {title.removeprefix(row.name + ', ')}")
-      result = runs_lib.run(config, runs_dir, row.key, dataset=dataset,
-                            context=job.context(title) if job else None)
+      result = runs_lib.cached_run(config, runs_dir, row.key, dataset=dataset,
+                                   context=job.context(title) if job else None)
       selection.append({"point": point, "valid": result["valid"][selection_metric],
                         "workdir": result["workdir"]})
     sign = 1.0 if HIGHER_IS_BETTER.get(selection_metric, True) else -1.0
@@ -135,8 +135,8 @@ def run_row(base, row: Row, seeds: Sequence[int], runs_dir, *, dataset=None,
              + (f", {_describe(chosen)}" if chosen else ""))
     if job is None:
       log(f"[{row.name}] training {title.removeprefix(row.name + ', ')}")
-    result = runs_lib.run(config, runs_dir, row.key, dataset=dataset,
-                          context=job.context(title) if job else None)
+    result = runs_lib.cached_run(config, runs_dir, row.key, dataset=dataset,
+                                 context=job.context(title) if job else None)
     per_seed.append({"seed": seed, "valid": result["valid"], "test": result["test"],
                      "best_step": result["best_step"], "workdir": result["workdir"]})
   if not selection:

@@ -3,20 +3,18 @@ reproduce command at runlocal size (complete, finite files; cached runs reused).
 
 import json
 import pathlib
-import sys
 
 import ml_collections
 import numpy as np
 import pytest
 from scipy import stats
 
+from configs import common, simulator, table1
 from hgrank_jax.experiments import paired_interval, summarise, with_overrides
 from hgrank_jax.experiments.report import markdown_table
 from hgrank_jax.experiments.runs import Job
 from hgrank_jax.experiments import tables
 from hgrank_jax.experiments.tables import Row, runs_in_row
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_paired_interval_equals_scipy_t_interval():
@@ -90,8 +88,6 @@ def test_grid_points_and_overrides():
                                {"hgr.num_levels": 3, "learning_rate": 2},
                                {"hgr.num_levels": 4, "learning_rate": 1},
                                {"hgr.num_levels": 4, "learning_rate": 2}]
-  sys.path.insert(0, str(ROOT / "configs"))
-  import common  # pylint: disable=g-import-not-at-top
   base = common.base_config()
   changed = with_overrides(base, {"hgr.num_levels": 2, "seed": 7})
   assert changed.hgr.num_levels == 2 and changed.seed == 7 and base.hgr.num_levels == 3
@@ -101,10 +97,7 @@ def test_grid_points_and_overrides():
 
 @pytest.mark.slow
 def test_reproduce_runlocal_writes_complete_tables_and_reuses_runs(tmp_path):
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  from hgrank_jax.experiments.reproduce import reproduce  # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, str(ROOT / "configs"))
-  import table1  # pylint: disable=g-import-not-at-top
+  from hgrank_jax.experiments import reproduce  # pylint: disable=g-import-not-at-top
   config = table1.get_config("simulator,runlocal")
   config.train.dataset = "synthetic:tiny"
   config.train.batch_size = 64
@@ -114,9 +107,8 @@ def test_reproduce_runlocal_writes_complete_tables_and_reuses_runs(tmp_path):
   config.train.log_every_steps = 2
   config.figure4.codebook_sizes = (4,)
   config.figure4.levels = (2,)
-  config.results_dir = str(tmp_path)
-  reproduce(config, log=lambda _: None)
   out = tmp_path / "simulator"
+  reproduce.run(config, out, log=lambda _: None)
   for name in ("table1", "table3"):
     table = json.loads((out / f"{name}.json").read_text())["rows"]
     assert len(table) == (6 if name == "table1" else 4)
@@ -138,7 +130,7 @@ def test_reproduce_runlocal_writes_complete_tables_and_reuses_runs(tmp_path):
   assert 0.0 <= codes["oracle"]["relevance"]["gauc"] <= 1.0
   runs = sorted(p.name for p in (out / "runs").iterdir())
   mtimes = {p: (out / "runs" / p / "results.json").stat().st_mtime for p in runs}
-  reproduce(config, log=lambda _: None)  # everything cached: no run trains again
+  reproduce.run(config, out, log=lambda _: None)  # everything cached: no run trains again
   assert sorted(p.name for p in (out / "runs").iterdir()) == runs
   assert all((out / "runs" / p / "results.json").stat().st_mtime == mtimes[p] for p in runs)
 
@@ -160,8 +152,6 @@ def test_neutral_default_keys_keep_hashes_and_workdirs(tmp_path):
 
 
 def test_table1_variants_pick_dataset_rows_and_folder():
-  sys.path.insert(0, str(ROOT / "configs"))
-  import table1  # pylint: disable=g-import-not-at-top
   core = table1.get_config("simulator_profiled,core")
   assert core.name == "simulator_profiled_core" and core.num_seeds == 5
   assert [row.key for row in core.table1_rows] == ["logloss", "listce", "groupce"]
@@ -175,8 +165,6 @@ def test_table1_variants_pick_dataset_rows_and_folder():
 def test_vmap_seeds_row_equals_seed_by_seed(tmp_path):
   """config.vmap_seeds trains a row's new seeds together: same best steps, metrics within 1e-3."""
   from hgrank_jax.data import load_dataset  # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, str(ROOT / "configs"))
-  import simulator  # pylint: disable=g-import-not-at-top
   base = simulator.get_config("runlocal")
   base.dataset = "synthetic:tiny"
   base.batch_size, base.eval_batch_size = 64, 128

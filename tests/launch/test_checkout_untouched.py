@@ -15,6 +15,9 @@ import sys
 
 import pytest
 
+from configs import table1
+from hgrank_jax.experiments import reproduce
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -68,11 +71,9 @@ def _workdir_default(launcher: pathlib.Path) -> str:
 
 
 def test_every_default_output_folder_is_ignored_by_git():
-  sys.path.insert(0, str(ROOT / "configs"))
-  import table1  # pylint: disable=g-import-not-at-top
-  config = table1.get_config("kuairand_sig,quick")
-  outputs = [f"{config.results_dir}/{config.name}/table1.md",
-             f"{config.results_dir}/{config.name}/runs/logloss-0/results.json"]
+  workdir = reproduce.default_workdir(table1.get_config("kuairand_sig,quick"))
+  assert workdir == "runs/kuairand_sig_quick"  # the folder the README's main job prints
+  outputs = [f"{workdir}/table1.md", f"{workdir}/runs/logloss-0/results.json"]
   outputs += [f"{_workdir_default(ROOT / 'launch' / f'{name}.py')}/table.md"
               for name in ("rerank", "blend")]
   for path in outputs:
