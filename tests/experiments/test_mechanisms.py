@@ -33,17 +33,14 @@ def test_prefix_report_on_codes_that_copy_the_truth():
 
 @pytest.mark.slow
 def test_learned_codes_of_a_trained_run_match_the_model_and_report_nmi(tmp_path):
-  import pathlib
-  import sys
   import jax.numpy as jnp
+  from configs import common
   from hgrank_jax.data import build_world, load_dataset
   from hgrank_jax.data.sim.synthetic import config_for_view
   from hgrank_jax.experiments.mechanisms import restore_best, learned_user_codes, simulator_code_report
   from hgrank_jax.models import RVQ_COLLECTION
   from hgrank_jax.train.loop import train_and_evaluate
   from hgrank_jax.train.objectives import hgr_model_from_config
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "configs"))
-  import common  # pylint: disable=g-import-not-at-top
   config = common.apply_variants(common.base_config(), "runlocal,groupce")
   config.dataset, config.batch_size, config.eval_batch_size = "synthetic:tiny", 64, 128
   config.num_train_steps, config.eval_every_steps, config.log_every_steps = 4, 2, 2
